@@ -1,0 +1,155 @@
+"""Write and load model artifacts; loading verifies every checksum and never unpickles.
+
+Layout: ``model.safetensors``, ``model.json`` (metadata), ``SHA256SUMS`` (``sha256sum -c``
+format, covering weights, metadata and ``model.onnx`` when present), ``report.md`` and plots.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pneumo_core.data.preprocess import Preprocessing
+from pneumo_core.errors import ArtifactError
+
+FORMAT = "pneumo-artifact/1"
+WEIGHTS, META, SUMS = "model.safetensors", "model.json", "SHA256SUMS"
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    params: dict[str, Any]
+    in_chans: int = 1
+
+
+class ArtifactMeta(BaseModel):
+    """The parts of ``model.json`` that loading relies on (everything else is kept as is)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    name: str
+    version: str
+    model: ModelRef
+    classes: list[str]
+    preprocessing: Preprocessing
+    threshold: float
+    calibration: dict[str, Any]
+    plugins: list[str] = []
+
+
+@dataclass
+class Artifact:
+    folder: Path
+    meta: ArtifactMeta
+    raw: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.calibration.get("temperature", 1.0))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """(Re)write SHA256SUMS over the files loading depends on."""
+    names = [n for n in (WEIGHTS, META, "model.onnx") if (folder / n).exists()]
+    lines = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in names)
+    tmp = folder / f".{SUMS}.tmp"
+    tmp.write_text(lines)
+    os.replace(tmp, folder / SUMS)
+
+
+def write_artifact(folder: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
+                   weights_dtype: Optional[torch.dtype] = None) -> Path:
+    """Write weights (optionally cast, e.g. to float16) and metadata, then checksums."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in state_dict.items():
+        v = v.detach().cpu()
+        if weights_dtype is not None and v.is_floating_point():
+            v = v.to(weights_dtype)
+        tensors[k] = v.contiguous()
+    save_file(tensors, str(folder / f".{WEIGHTS}.tmp"), metadata={"format": FORMAT})
+    os.replace(folder / f".{WEIGHTS}.tmp", folder / WEIGHTS)
+    meta = {"format": FORMAT, **meta}
+    ArtifactMeta.model_validate(meta)  # fail at write time, not at serving time
+    (folder / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    write_checksums(folder)
+    return folder
+
+
+def verify_checksums(folder: Path) -> None:
+    sums = folder / SUMS
+    if not sums.is_file():
+        raise ArtifactError(f"{folder}: no {SUMS}; this is not a complete pneumo artifact")
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if "/" in name or not path.is_file():
+            raise ArtifactError(f"{folder}: {name} is listed in {SUMS} but missing")
+        if sha256_file(path) != digest:
+            raise ArtifactError(f"{path}: checksum mismatch — the file is truncated, corrupt or was modified. "
+                                "Re-copy the artifact or retrain it.")
+
+
+def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
+    """Load metadata and weights. Raises ArtifactError for anything missing, corrupt or tampered."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: model artifact folder not found")
+    for name in (WEIGHTS, META):
+        if not (folder / name).is_file():
+            raise ArtifactError(f"{folder}: missing {name}; this is not a complete pneumo artifact")
+    if verify:
+        verify_checksums(folder)
+    try:
+        raw = json.loads((folder / META).read_text(encoding="utf-8"))
+        meta = ArtifactMeta.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        raise ArtifactError(f"{folder / META}: invalid metadata: {exc}") from None
+    if meta.format != FORMAT:
+        raise ArtifactError(f"{folder}: format {meta.format!r}, this pneumo reads {FORMAT!r}")
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{folder / WEIGHTS}: unreadable weights: {exc}") from None
+    return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
+    """Rebuild the network through its model plugin and load the artifact's weights (eval mode)."""
+    from pneumo_core.plugin_manager import get_plugin_manager
+
+    pm = pm or get_plugin_manager(artifact.meta.plugins)
+    spec = pm.get("models", artifact.meta.model.name)
+    params = spec.params_model.model_validate({**artifact.meta.model.params, "pretrained": False}
+                                              if "pretrained" in spec.params_model.model_fields
+                                              else artifact.meta.model.params)
+    model = spec.build(params, artifact.meta.model.in_chans, len(artifact.meta.classes))
+    try:
+        model.load_state_dict(artifact.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{artifact.folder}: weights do not fit model "
+                            f"'{artifact.meta.model.name}': {str(exc)[:300]}") from None
+    return model.eval()

@@ -1,0 +1,1 @@
+"""The ``pneumo`` command line."""

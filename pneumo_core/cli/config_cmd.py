@@ -1,0 +1,49 @@
+"""``pneumo config validate|schema|show``."""
+from __future__ import annotations
+
+import json
+
+
+def _validate(args) -> int:
+    from pneumo_core.config import load_config
+
+    rc = load_config(args.file, args.set or [])
+    print(f"{args.file}: ok (model {rc.config.model.name}, data {rc.config.data.name}, "
+          f"augment {rc.config.augment.name})")
+    return 0
+
+
+def _show(args) -> int:
+    import yaml
+
+    from pneumo_core.config import load_config
+
+    rc = load_config(args.file, args.set or [])
+    print(yaml.safe_dump(rc.config.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _schema(args) -> int:
+    from pneumo_core.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def add_set_option(p) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3")
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("config", help="validate a config, show it resolved, print its JSON Schema")
+    cs = p.add_subparsers(dest="config_command", required=True)
+    v = cs.add_parser("validate", help="check a config and its plugins' params")
+    v.add_argument("file")
+    add_set_option(v)
+    v.set_defaults(handler=_validate)
+    s = cs.add_parser("show", help="print the config with defaults filled in")
+    s.add_argument("file")
+    add_set_option(s)
+    s.set_defaults(handler=_show)
+    j = cs.add_parser("schema", help="print the JSON Schema of config files")
+    j.set_defaults(handler=_schema)

@@ -1,0 +1,59 @@
+"""``pneumo`` entry point: subcommands register themselves from small modules."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from pneumo_core.errors import PneumoError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pneumo_core.cli import config_cmd, evaluate_cmd, export_cmd, plugins_cmd, predict_cmd, serve_cmd, train_cmd
+    from pneumo_core.download import add_cli as add_data_cli
+
+    parser = argparse.ArgumentParser(prog="pneumo", description="Pluggable pneumonia classifier for chest X-rays.")
+    parser.add_argument("--version", action="version", version=f"pneumo {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (plugins_cmd, config_cmd, train_cmd, evaluate_cmd, predict_cmd, export_cmd, serve_cmd):
+        module.add_cli(sub)
+    add_data_cli(sub)
+    try:
+        from hpc.cli import add_cli as add_hpc_cli
+    except ImportError:  # the hpc package ships with pneumo; absent only in stripped installs
+        pass
+    else:
+        add_hpc_cli(sub)
+    return parser
+
+
+def _version() -> str:
+    from pneumo_core import __version__
+
+    return __version__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        code = args.handler(args)
+    except PneumoError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

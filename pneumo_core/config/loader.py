@@ -1,0 +1,119 @@
+"""Load, override and validate experiment configs, with errors that name file and key path."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pneumo_core.config.schema import ExperimentConfig
+from pneumo_core.errors import ConfigError, PluginError
+from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
+
+_PLUGIN_SECTIONS = {"model": "models", "data": "datasets", "augment": "augmentations"}
+
+
+@dataclass
+class ResolvedConfig:
+    """A validated config, the plugin manager it was resolved with, and typed plugin params."""
+
+    config: ExperimentConfig
+    pm: PneumoPluginManager
+    source: str
+    model_params: BaseModel
+    data_params: BaseModel
+    augment_params: BaseModel
+
+
+def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {json.dumps(got, default=str)})"
+        lines.append(f"{source}: {loc or '<root>'}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a nested dict in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.epochs=3")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, turning every failure into a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[Path] = None,
+            pm: Optional[PneumoPluginManager] = None) -> ResolvedConfig:
+    """Validate a config dict and each plugin's params against the plugin's own schema."""
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    try:
+        if pm is None:
+            pm = get_plugin_manager(config.plugins, base_dir)
+        else:
+            pm.load_config_plugins(config.plugins, base_dir)
+    except PluginError as exc:
+        raise ConfigError(f"{source}: plugins: {exc}") from None
+    params: dict[str, BaseModel] = {}
+    for section, kind in _PLUGIN_SECTIONS.items():
+        ref = getattr(config, section)
+        try:
+            spec = pm.get(kind, ref.name)
+        except PluginError as exc:
+            raise ConfigError(f"{source}: {section}.name: {exc}") from None
+        try:
+            params[section] = spec.params_model.model_validate(ref.params)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(source, exc, f"{section}.params")) from None
+    return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"])
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (),
+                pm: Optional[PneumoPluginManager] = None) -> ResolvedConfig:
+    """Read a YAML config, apply ``--set`` overrides, validate it and its plugins' params."""
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides)
+    return resolve(data, str(path), path.resolve().parent, pm)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the experiment config (plugin params are free-form objects here)."""
+    return ExperimentConfig.model_json_schema()

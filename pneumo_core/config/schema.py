@@ -1,0 +1,122 @@
+"""The experiment config: one pydantic model, loaded from YAML (see ``config.loader``)."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(_Section):
+    """A section that names a plugin and passes it ``params`` (validated by that plugin)."""
+
+    name: str = Field(description="Name of the registered plugin record.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Plugin parameters.")
+
+
+class ModelSection(PluginRef):
+    name: str = Field("resnet18", description="Model plugin, e.g. resnet18 or timm.")
+    in_chans: int = Field(1, ge=1, le=4, description="Input channels (1 for grayscale).")
+
+
+class DataSection(PluginRef):
+    name: str = Field(description="Dataset plugin: imagefolder, csv, medmnist, synthetic...")
+    image_size: int = Field(224, ge=16, le=2048, description="Square side images are resized to.")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of train patients held out "
+                                "for validation when the dataset has no usable val split.")
+    min_val_images: int = Field(100, ge=0, description="A provided val split smaller than this is "
+                                "replaced by a patient-grouped split of train.")
+    cache: bool = Field(True, description="Decode and resize each image once, keep it in memory.")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for augmentation.")
+
+
+class AugmentSection(PluginRef):
+    name: str = Field("albumentations", description="Augmentation plugin.")
+
+
+class ThresholdSection(_Section):
+    method: Literal["youden", "sensitivity", "fixed"] = "youden"
+    target_sensitivity: float = Field(0.95, gt=0, lt=1)
+    value: float = Field(0.5, gt=0, lt=1, description="Used when method is fixed.")
+
+
+class TrainSection(_Section):
+    epochs: int = Field(10, ge=1, description="Number of epochs.")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
+    warmup_epochs: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on CPUs with AMX/AVX512-BF16 and on CUDA with bf16.")
+    channels_last: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    threshold: ThresholdSection = Field(default_factory=ThresholdSection)
+    calibrate: bool = Field(True, description="Fit temperature scaling on validation data.")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the AUC confidence interval.")
+    seed: int = 0
+    deterministic: bool = False
+    max_train_batches: Optional[int] = Field(None, ge=1, description="Cap batches per epoch (smoke tests).")
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+
+
+class ServeSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    threads: int = Field(4, ge=1)
+    backend: Literal["torch", "onnx"] = "torch"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    max_upload_mb: float = Field(20, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_batch: int = Field(16, ge=1, description="Most images in one request.")
+    api_key_env: str = Field("PNEUMO_API_KEYS", description="Env var with comma-separated API keys; "
+                             "auth is on when it is set and non-empty.")
+
+
+class HpcSection(_Section):
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = Field("04:00:00", description="Slurm time limit, e.g. 04:00:00 or 2-00:00:00.")
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int = Field(4, ge=1)
+    mem: Optional[str] = Field("16G", description="Memory per node, e.g. 32G.")
+    job_name: str = "pneumo"
+    output_dir: str = Field("runs", description="Where run directories and Slurm logs go.")
+    activate: Optional[str] = Field(None, description="Shell line that activates the environment, "
+                                    "e.g. 'source .venv/bin/activate' or 'conda activate pneumo'.")
+    requeue: bool = True
+    signal_seconds: int = Field(120, ge=10, description="Seconds before the time limit to send USR1.")
+    sweep: list[list[str]] = Field(default_factory=list, description="Array job: one list of "
+                                   "--set overrides per task.")
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines.")
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: which plugins, how to train, serve and schedule it."""
+
+    name: str = Field("experiment", description="Run and artifact name.")
+    plugins: list[str] = Field(default_factory=list, description="Extra plugin modules or .py files.")
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
+    hpc: HpcSection = Field(default_factory=HpcSection)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ \t\n"):
+            raise ValueError("must be a non-empty name without slashes or spaces")
+        return v

@@ -1,0 +1,1 @@
+"""Data pipeline of the core: preprocessing, patient-grouped splits, decoded-image cache."""

@@ -1,0 +1,46 @@
+"""The one preprocessing definition, stored in the model artifact so serving matches training."""
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Preprocessing(BaseModel):
+    """Resize to a square (squash, no crop: the Kermany images are squashed) and normalise.
+
+    ``normalize="image"`` standardises each image to zero mean and unit variance, which makes
+    the model indifferent to exposure and contrast differences between sites.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    image_size: int = Field(224, ge=16)
+    in_chans: int = Field(1, ge=1)
+    normalize: Literal["image", "fixed"] = "image"
+    mean: float = 0.5
+    std: float = 0.25
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Squash an HxW uint8 image to ``size`` x ``size`` (area interpolation when shrinking)."""
+    if image.shape == (size, size):
+        return np.ascontiguousarray(image)
+    shrink = image.shape[0] >= size and image.shape[1] >= size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def to_input(resized: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Turn a resized HxW uint8 image into a (C, H, W) float32 model input."""
+    x = resized.astype(np.float32) * (1.0 / 255.0)
+    if prep.normalize == "image":
+        x = (x - x.mean()) / max(float(x.std()), 1e-3)
+    else:
+        x = (x - prep.mean) / prep.std
+    return np.broadcast_to(x, (prep.in_chans, *x.shape)).copy() if prep.in_chans > 1 else x[None]
+
+
+def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Decoded HxW uint8 image -> (C, S, S) float32 model input."""
+    return to_input(resize_square(image, prep.image_size), prep)

@@ -1,0 +1,79 @@
+"""The model card (``report.md``) written into every artifact."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_ROWS = [("auc", "ROC AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"),
+         ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"), ("f1", "F1"),
+         ("brier", "Brier score"), ("ece", "ECE")]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    """A Markdown table with one column per split."""
+    splits = list(metrics)
+    lines = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for key, label in _ROWS:
+        cells = []
+        for s in splits:
+            m = metrics[s]
+            cell = _fmt(m.get(key, float("nan")))
+            if key == "auc" and m.get("auc_ci_low") == m.get("auc_ci_low"):  # not NaN
+                cell += f" ({m['auc_ci_low']:.3f}–{m['auc_ci_high']:.3f})"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| Images (pneumonia) | " + " | ".join(f"{metrics[s]['n']} ({metrics[s]['n_positive']})" for s in splits) + " |")
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
+    """Write ``report.md``: intended use, data and split, metrics with CIs, limitations."""
+    data, train = meta["data"], meta["training"]
+    lines = [
+        f"# Model card: {meta['name']}",
+        "",
+        "> **Not for clinical use.** A research model; it has not been validated for diagnosis.",
+        "",
+        "## Intended use",
+        "Research and education on pediatric chest radiographs: flags radiographs that look like "
+        "pneumonia (bacterial or viral) versus normal. Not a substitute for a radiologist; not "
+        "validated on adults, other sites, devices or projections.",
+        "",
+        "## Model",
+        f"- Architecture: `{meta['model']['name']}` with params `{meta['model']['params']}`; "
+        f"{meta['model']['num_parameters']:,} parameters.",
+        f"- Input: {meta['preprocessing']['image_size']} px square, grayscale, "
+        f"per-{meta['preprocessing']['normalize']} normalisation.",
+        f"- Operating threshold {meta['threshold']:.4f} on P({meta['classes'][1]}), chosen on "
+        f"validation data by `{meta['threshold_method']}`; temperature {meta['calibration']['temperature']:.3f}.",
+        "",
+        "## Data and split",
+        f"- Source: {data['description']} (fingerprint `{data['fingerprint'][:16]}…`).",
+        f"- Images per split: {data['counts']}. Validation is split by patient: no patient is in "
+        "both train and validation.",
+        f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}), "
+        f"best epoch {train['best_epoch']} by validation ROC AUC.",
+        "",
+        "## Metrics",
+        "95% confidence intervals for AUC by bootstrap. Metrics at the operating threshold, with "
+        "calibrated probabilities.",
+        "",
+        metrics_table(meta["metrics"]),
+        "",
+        "## Limitations",
+        "- Validation images come from the same hospital and period as training; performance on "
+        "other populations is expected to be lower (the Kermany test split is known to be harder).",
+        "- Pediatric anterior-posterior radiographs only; labels are image-level, no localisation.",
+        "- Grad-CAM heatmaps show where the model looked, not where disease is.",
+        "",
+        "## Plots",
+        *[f"![{p}]({p})" for p in plots],
+        "",
+    ]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,87 @@
+"""After training: calibrate, choose the threshold on validation, evaluate, write the artifact."""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from pneumo_core.artifact.store import write_artifact
+from pneumo_core.config.loader import ResolvedConfig
+from pneumo_core.data.preprocess import Preprocessing
+from pneumo_core.evaluation import apply_temperature, binary_metrics, choose_threshold, fit_temperature
+from pneumo_core.evaluation.plots import evaluation_plots, learning_curves
+from pneumo_core.evaluation.report import write_report
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("pneumo", "torch", "timm", "albumentations", "numpy", "safetensors", "scikit-learn"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Preprocessing,
+             device: torch.device, precision: str, val: tuple[np.ndarray, np.ndarray],
+             test: Optional[tuple[np.ndarray, np.ndarray]], history: list[dict], table, splits,
+             data_fp: str, training: dict[str, Any]) -> Path:
+    """Write the complete artifact folder ``out`` (replacing an older one atomically)."""
+    from pneumo_core.training.trainer import predict_logits
+
+    cfg, tc = rc.config, rc.config.train
+    val_logits = predict_logits(model, val[0], prep, device, precision)
+    temperature = fit_temperature(val_logits, val[1]) if tc.calibrate else 1.0
+    val_p = apply_temperature(val_logits, temperature)
+    threshold = choose_threshold(val[1], val_p, tc.threshold.method, tc.threshold.target_sensitivity,
+                                 tc.threshold.value)
+    metrics = {"val": binary_metrics(val[1], val_p, threshold, tc.bootstrap, tc.seed)}
+    probs = {"val": (val[1], val_p)}
+    if test is not None:
+        test_p = apply_temperature(predict_logits(model, test[0], prep, device, precision), temperature)
+        metrics["test"] = binary_metrics(test[1], test_p, threshold, tc.bootstrap, tc.seed)
+        probs["test"] = (test[1], test_p)
+
+    staging = out.with_name(out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    plots = []
+    for split, (y, p) in probs.items():
+        plots += [p_.name for p_ in evaluation_plots(staging, y, p, threshold, table.classes, split, split)]
+    if history:
+        plots.append(learning_curves(staging, history).name)
+    meta = {
+        "name": cfg.name,
+        "version": time.strftime("%Y%m%d-%H%M%S"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"name": cfg.model.name, "params": rc.model_params.model_dump(mode="json"),
+                  "in_chans": cfg.model.in_chans, "num_parameters": sum(p.numel() for p in model.parameters())},
+        "classes": list(table.classes),
+        "positive_class": table.classes[1],
+        "preprocessing": prep.model_dump(),
+        "threshold": threshold,
+        "threshold_method": tc.threshold.method if tc.threshold.method != "sensitivity"
+        else f"sensitivity>={tc.threshold.target_sensitivity}",
+        "calibration": {"method": "temperature" if tc.calibrate else "none", "temperature": temperature},
+        "metrics": metrics,
+        "data": {"fingerprint": data_fp, "description": table.description,
+                 "counts": {k: len(v) for k, v in splits.items() if v}},
+        "training": {**training, "history": history},
+        "config": cfg.model_dump(mode="json"),
+        "plugins": cfg.plugins,
+        "versions": library_versions(),
+    }
+    write_artifact(staging, model.state_dict(), meta)
+    write_report(staging, meta, plots)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out

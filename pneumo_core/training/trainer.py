@@ -1,0 +1,258 @@
+"""``pneumo train``: the training loop, from a resolved config to a model artifact."""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pneumo_core.config.loader import ResolvedConfig
+from pneumo_core.data.cache import decode_all, fingerprint
+from pneumo_core.data.preprocess import Preprocessing
+from pneumo_core.data.splits import assign_splits
+from pneumo_core.errors import PneumoError
+from pneumo_core.records import RunInfo
+from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
+from pneumo_core.training.finalize import finalize
+from pneumo_core.training.loader import CachedImages, EpochBatchSampler, iterate_eval, make_loader
+from pneumo_core.training.runtime import autocast, init_distributed, pick_device, pick_precision
+from pneumo_core.training.schedule import make_optimizer, make_scheduler
+
+log = logging.getLogger("pneumo.train")
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and run again
+
+
+class TrainingInterrupted(PneumoError):
+    """Raised after a signal-triggered checkpoint; the CLI exits with EXIT_PREEMPTED."""
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1; the loop checkpoints at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.signum = signum
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray, prep: Preprocessing, device: torch.device,
+                   precision: str, batch_size: int = 64, channels_last: bool = False) -> np.ndarray:
+    """Logits (N, C) for cached uint8 images, unaugmented."""
+    model.eval()
+    out = []
+    for x in iterate_eval(images, prep, batch_size):
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def _val_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    t = torch.from_numpy(logits)
+    loss = float(F.cross_entropy(t, torch.from_numpy(labels).long()))
+    prob = torch.softmax(t, 1)[:, 1].numpy()
+    return loss, float(roc_auc_score(labels, prob))
+
+
+def _all_agree_stop(flag: _StopFlag, world: int) -> bool:
+    stop = torch.tensor([1 if flag.signum else 0])
+    if world > 1:
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    return bool(stop.item())
+
+
+def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Optional[bool] = None) -> Path:
+    """Train the configured model in ``run_dir`` and write ``run_dir/artifact``; return its path.
+
+    Resumes from ``run_dir/checkpoint.pt`` when present (unless ``resume`` is False). On SIGTERM or
+    SIGUSR1 it saves a checkpoint at the next batch and raises :class:`TrainingInterrupted`.
+    """
+    cfg, tc = rc.config, rc.config.train
+    run_dir = Path(run_dir)
+    dinfo = init_distributed(tc.device)
+    device = pick_device(tc.device)
+    precision = pick_precision(tc.precision, device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    progress = sys.stderr.isatty() if progress is None else progress
+    progress = progress and dinfo.is_main
+    if dinfo.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    artifact_dir = run_dir / "artifact"
+    state = load_checkpoint(run_dir) if resume else None
+    if state is not None and state.get("finished") and (artifact_dir / "model.json").exists():
+        log.info("run already finished: %s", artifact_dir)
+        return artifact_dir
+    _seed_everything(tc.seed, tc.deterministic)
+    flag = _StopFlag()
+    flag.install()
+
+    # ---- data
+    table = rc.pm.get("datasets", cfg.data.name).build(rc.data_params)
+    if len(table.classes) != 2:
+        raise PneumoError(f"pneumo trains binary classifiers; dataset gives {len(table.classes)} classes {table.classes}")
+    splits = assign_splits(table, cfg.data.val_fraction, cfg.data.min_val_images, tc.seed)
+    prep = Preprocessing(image_size=cfg.data.image_size, in_chans=cfg.model.in_chans)
+    train_images = decode_all(splits["train"], prep.image_size, "decode train", progress)
+    val_images = decode_all(splits["val"], prep.image_size, "decode val", progress)
+    train_labels = np.array([s.label for s in splits["train"]])
+    val_labels = np.array([s.label for s in splits["val"]])
+    augment = rc.pm.get("augmentations", cfg.augment.name).build(rc.augment_params, prep.image_size, True)
+    dataset = CachedImages(train_images, train_labels, prep, augment, tc.seed)
+    sampler = EpochBatchSampler(len(dataset), tc.batch_size, tc.seed, dinfo.rank, dinfo.world_size)
+    if len(sampler) == 0:
+        raise PneumoError(f"train.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
+    loader = make_loader(dataset, sampler, cfg.data.num_workers)
+    steps_per_epoch = min(len(sampler), tc.max_train_batches or len(sampler))
+
+    # ---- model
+    spec = rc.pm.get("models", cfg.model.name)
+    model = spec.build(rc.model_params, cfg.model.in_chans, 2).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if dinfo.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    counts = np.bincount(train_labels, minlength=2)
+    weight = torch.tensor(len(train_labels) / (2 * counts), dtype=torch.float32, device=device) \
+        if tc.class_weighting == "balanced" else None
+    opt = make_optimizer(model, tc)
+    sched = make_scheduler(opt, tc, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    history: list[dict[str, Any]] = []
+    start_epoch, start_batch, best_auc, best_epoch, best_state, stale = 0, 0, -1.0, -1, None, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, best_auc, best_epoch = list(state["history"]), state["best_auc"], state["best_epoch"]
+        best_state, stale = state.get("best_model"), state.get("stale", 0)
+        start_epoch, start_batch = state["epoch"], state["batch"]
+        torch.set_rng_state(state["torch_rng"])
+        if dinfo.is_main:
+            log.info("resuming from checkpoint: epoch %d, batch %d", start_epoch + 1, start_batch)
+    run = RunInfo(run_dir=run_dir, config=cfg, rank=dinfo.rank, world_size=dinfo.world_size, history=history)
+    rc.pm.hook.pneumo_train_start(run=run)
+
+    def checkpoint(epoch: int, batch: int, finished: bool = False) -> None:
+        if dinfo.is_main:
+            save_checkpoint(run_dir, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch, "batch": batch, "history": history, "best_auc": best_auc,
+                "best_epoch": best_epoch, "best_model": best_state, "stale": stale,
+                "torch_rng": torch.get_rng_state(), "finished": finished})
+        if dinfo.world_size > 1:
+            dist.barrier()
+
+    epoch = start_epoch
+    for epoch in range(start_epoch, tc.epochs):
+        net.train()
+        dataset.epoch = epoch
+        first = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first)
+        losses, seen, t0 = [], 0, time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   disable=not progress, leave=False, unit="batch")
+        for step, (x, y) in enumerate(loader, start=first):
+            if step >= steps_per_epoch:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                loss = F.cross_entropy(net(x).float(), y, weight=weight, label_smoothing=tc.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            losses.append(loss.item())
+            seen += len(x) * dinfo.world_size
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            if _all_agree_stop(flag, dinfo.world_size):
+                bar.close()
+                checkpoint(epoch, step + 1)
+                raise TrainingInterrupted(
+                    f"signal {flag.signum}: checkpoint saved at epoch {epoch + 1}, batch {step + 1}; "
+                    f"run the same command again to resume")
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        val_logits = predict_logits(model, val_images, prep, device, precision, channels_last=tc.channels_last)
+        val_loss, val_auc = _val_metrics(val_logits, val_labels)
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if dinfo.world_size > 1:  # report the mean over ranks
+            t = torch.tensor([train_loss])
+            dist.all_reduce(t)
+            train_loss = float(t) / dinfo.world_size
+        metrics = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+                   "val_auc": round(val_auc, 6), "lr": opt.param_groups[0]["lr"],
+                   "images_per_s": round(seen / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 2)}
+        history.append(metrics)
+        if val_auc > best_auc:
+            best_auc, best_epoch, stale = val_auc, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if dinfo.is_main:
+            rc.pm.hook.pneumo_epoch_end(run=run, metrics=dict(metrics))
+            print(f"epoch {epoch + 1}/{tc.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
+                  f"val_auc={val_auc:.4f} {metrics['images_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+        stop_early = tc.early_stopping_patience is not None and stale >= tc.early_stopping_patience
+        checkpoint(epoch + 1, 0)
+        if stop_early:
+            if dinfo.is_main:
+                print(f"early stopping: no val AUC gain for {stale} epochs", file=sys.stderr)
+            break
+        if _all_agree_stop(flag, dinfo.world_size):
+            raise TrainingInterrupted(f"signal {flag.signum}: checkpoint saved after epoch {epoch + 1}; "
+                                      "run the same command again to resume")
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if dinfo.is_main:
+        test_samples = splits["test"]
+        test_images = decode_all(test_samples, prep.image_size, "decode test", progress) if test_samples else None
+        finalize(rc, artifact_dir, model=model, prep=prep, device=device, precision=precision,
+                 val=(val_images, val_labels), test=(test_images, np.array([s.label for s in test_samples])) if test_samples else None,
+                 history=history, table=table, splits=splits, data_fp=fingerprint(splits, table.classes),
+                 training={"epochs_run": len(history), "best_epoch": best_epoch, "best_val_auc": best_auc,
+                           "precision": precision, "device": str(device), "world_size": dinfo.world_size,
+                           "batch_size": tc.batch_size})
+        rc.pm.hook.pneumo_train_end(run=run, artifact=artifact_dir)
+    checkpoint(len(history) if history else epoch, 0, finished=True)
+    return artifact_dir
