@@ -1,0 +1,1 @@
+"""Adapters: consumers of pneumo_core's public API (REST/web via Flask, RunPod)."""

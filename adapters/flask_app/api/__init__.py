@@ -1,0 +1,39 @@
+"""REST API v1: a Flask-RESTX blueprint with Swagger UI at /api/v1/docs."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException
+
+from adapters.flask_app.api.errors import ApiError
+
+from adapters.flask_app.api.health import ns as health_ns
+from adapters.flask_app.api.models import ns as models_ns
+from adapters.flask_app.api.predict import ns as predict_ns
+
+AUTHORIZATIONS = {"apikey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+
+
+def make_blueprint() -> Blueprint:
+    bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    api = Api(bp, version="1", title="pneumo REST API", doc="/docs", authorizations=AUTHORIZATIONS,
+              description="Pneumonia classification of chest X-rays (JPEG, PNG, DICOM). "
+                          "Research use only, not for clinical use. When the server has API keys "
+                          "configured, send one as `X-API-Key` (or `Authorization: Bearer`).")
+    for ns in (predict_ns, models_ns, health_ns):
+        api.add_namespace(ns)
+
+    # Errors raised inside resources go through Flask-RESTX; give them the same JSON shape.
+    @api.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return {"error": exc.code, "message": exc.message}, exc.status
+
+    @api.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            mb = current_app.config["PNEUMO_SETTINGS"].serve.max_upload_mb
+            return {"error": "payload_too_large",
+                    "message": f"upload larger than {mb:g} MB per image; send a smaller file"}, 413
+        return {"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description}, exc.code
+
+    return bp

@@ -1,0 +1,57 @@
+"""POST /api/v1/predict: multipart upload of one or more images."""
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_restx import Namespace, Resource, inputs
+from werkzeug.datastructures import FileStorage
+
+from adapters.flask_app.api import schemas
+from adapters.flask_app.api.errors import IMAGE_ERROR_STATUS, ApiError
+from adapters.flask_app.metrics import PREDICTIONS
+from pneumo_core.imaging import ImageError
+from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
+
+ns = Namespace("predict", path="/", description="Classify chest X-rays")
+schemas.register(ns)
+
+upload = ns.parser()
+upload.add_argument("file", location="files", type=FileStorage, required=True, action="append",
+                    help="One or more images (JPEG, PNG or DICOM); repeat the field for a batch.")
+upload.add_argument("heatmap", location="form", type=inputs.boolean, default=False,
+                    help="Also return a Grad-CAM overlay per image (slower).")
+
+
+@ns.route("/predict")
+class Predict(Resource):
+    @ns.doc(security="apikey")
+    @ns.expect(upload)
+    @ns.response(200, "Prediction per image", schemas.predict_response)
+    @ns.response(400, "Unreadable image or bad request", schemas.error)
+    @ns.response(401, "Missing or wrong API key", schemas.error)
+    @ns.response(403, "Refused by a plugin", schemas.error)
+    @ns.response(413, "Upload or image too large", schemas.error)
+    @ns.response(415, "Unsupported image type", schemas.error)
+    def post(self):
+        """Classify uploaded images: label, calibrated probability, threshold, warnings."""
+        if not (request.content_type or "").startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type",
+                           "send images as multipart/form-data with one or more 'file' fields")
+        files = request.files.getlist("file")
+        if not files:
+            raise ApiError(400, "no_file", "no image: attach one or more files in the 'file' form field")
+        settings = current_app.config["PNEUMO_SETTINGS"]
+        if len(files) > settings.serve.max_batch:
+            raise ApiError(400, "too_many_files", f"{len(files)} files: send at most {settings.serve.max_batch} per request")
+        heatmap = str(request.form.get("heatmap", "false")).lower() in ("1", "true", "yes", "on")
+        images = [InputImage(name=f.filename or f"upload-{i}", data=f.read()) for i, f in enumerate(files)]
+        predictor = current_app.config["PNEUMO_PREDICTOR"]
+        try:
+            response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest"))
+        except ImageError as exc:
+            status, code = IMAGE_ERROR_STATUS.get(exc.code, (400, "unreadable_image"))
+            raise ApiError(status, code, str(exc)) from None
+        except PredictionRejected as exc:
+            raise ApiError(403, "rejected", str(exc)) from None
+        for r in response.results:
+            PREDICTIONS.labels(label=r.label).inc()
+        return response.model_dump(mode="json"), 200

@@ -1,0 +1,80 @@
+"""Application factory: ``create_app(settings, predictor)`` builds the same app for tests and gunicorn."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+from flask import Flask, Response, g, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from adapters.flask_app.api import make_blueprint
+from adapters.flask_app.api.errors import ApiError, error_response
+from adapters.flask_app.auth import is_authorized
+from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
+from adapters.flask_app.settings import Settings
+from pneumo_core.imaging import ImageLimits
+from pneumo_core.inference import Predictor
+
+log = logging.getLogger("pneumo.web")
+_OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json", "/swaggerui/")
+
+
+def create_app(settings: Optional[Settings] = None, predictor: Optional[Predictor] = None) -> Flask:
+    """Build the app; loads the predictor from ``settings.artifact`` unless one is given."""
+    settings = settings or Settings.from_env()
+    if predictor is None:
+        limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.serve.max_pixels)
+        predictor = Predictor(settings.artifact, backend=settings.serve.backend,
+                              precision=settings.serve.precision, limits=limits)
+    app = Flask(__name__)
+    # Body limit: a little above the image limit so multipart overhead of a max-size image fits.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes * max(1, settings.serve.max_batch) + 64 * 1024,
+                      PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, RESTX_MASK_SWAGGER=False,
+                      ERROR_404_HELP=False, JSON_SORT_KEYS=False)
+    app.register_blueprint(make_blueprint())
+
+    @app.before_request
+    def _start():
+        g.t0 = time.perf_counter()
+        path = request.path
+        if path.startswith("/api/") and not path.startswith(_OPEN_PATHS) and not is_authorized(request, settings.api_keys):
+            return error_response(401, "unauthorized", "missing or wrong API key: send it as the X-API-Key header")
+        return None
+
+    @app.after_request
+    def _finish(resp: Response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(resp.status_code)).inc()
+        LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            return error_response(413, "payload_too_large",
+                                  f"upload larger than {settings.serve.max_upload_mb:g} MB per image; send a smaller file")
+        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s", request.path)
+        return error_response(500, "internal_error", "the server failed on this request; it has been logged")
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", info=predictor.info, auth=bool(settings.api_keys),
+                               max_mb=settings.serve.max_upload_mb)
+
+    @app.get("/metrics")
+    def metrics():
+        body, ctype = exposition()
+        return Response(body, content_type=ctype)
+
+    return app

@@ -1,0 +1,35 @@
+"""gunicorn settings for pneumo (``gunicorn -c python:adapters.flask_app.gunicorn_conf``).
+
+Environment overrides: PNEUMO_WORKERS, PNEUMO_THREADS, PNEUMO_BIND, PNEUMO_TIMEOUT.
+No preload: each worker loads the model itself after the fork (safe with torch threads).
+"""
+import os
+import tempfile
+
+bind = os.environ.get("PNEUMO_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
+threads = int(os.environ.get("PNEUMO_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("PNEUMO_TIMEOUT", "120"))
+graceful_timeout = 30
+keepalive = 5
+limit_request_line = 8190
+accesslog = "-"
+errorlog = "-"
+
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pneumo-prom-")
+
+
+def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
+    """Split the CPU cores between workers so they do not oversubscribe each other."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

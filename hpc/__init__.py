@@ -1,0 +1,1 @@
+"""Slurm job templates and the `pneumo hpc` command."""

@@ -1,0 +1,27 @@
+"""``pneumo evaluate ARTIFACT --data CONFIG``: metrics, plots and a report for a data split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pneumo_core.cli.config_cmd import add_set_option
+
+
+def _run(args) -> int:
+    from pneumo_core.evaluation.evaluate import evaluate_artifact
+
+    metrics = evaluate_artifact(args.artifact, args.data, split=args.split, out_dir=Path(args.out) if args.out else None,
+                                overrides=args.set or [], bootstrap=args.bootstrap)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model artifact on a dataset split")
+    p.add_argument("artifact")
+    p.add_argument("--data", required=True, help="config whose data section names the dataset")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--out", help="folder for metrics.json, plots and report (default: ARTIFACT/eval-<split>)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    add_set_option(p)
+    p.set_defaults(handler=_run)

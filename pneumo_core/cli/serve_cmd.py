@@ -1,0 +1,35 @@
+"""``pneumo serve``: run the REST API and web page under gunicorn (needs pneumo[serve])."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _run(args) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gunicorn") is None or importlib.util.find_spec("flask_restx") is None:
+        print("error: serving needs the serve extra: pip install 'pneumo[serve]'", file=sys.stderr)
+        return 2
+    env = dict(os.environ, PNEUMO_ARTIFACT=args.artifact, PNEUMO_BACKEND=args.backend)
+    if args.config:
+        env["PNEUMO_CONFIG"] = args.config
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "python:adapters.flask_app.gunicorn_conf",
+           "--bind", f"{args.host}:{args.port}", "adapters.flask_app.wsgi:app"]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    print(f"pneumo: web page  http://{args.host}:{args.port}/\n"
+          f"pneumo: Swagger UI http://{args.host}:{args.port}/api/v1/docs", flush=True)
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("serve", help="serve the REST API and web page with gunicorn")
+    p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", "models/pneumo-resnet18-kermany"))
+    p.add_argument("--config", help="config whose serve section sets limits and auth")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int)
+    p.set_defaults(handler=_run)

@@ -1,0 +1,48 @@
+"""Inference backends: PyTorch (fp32 or bf16 autocast) and ONNX Runtime. Each maps a float32
+batch (N, C, S, S) to (N, classes) float32 logits."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumo_core.errors import ArtifactError, PneumoError
+from pneumo_core.training.runtime import autocast, cpu_has_bf16
+
+
+class TorchBackend:
+    def __init__(self, model: torch.nn.Module, precision: str = "auto") -> None:
+        if precision == "auto":
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+        self.precision = precision
+        self.name = f"torch-{precision}"
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.device = torch.device("cpu")
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return self.model(x).float().numpy()
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise PneumoError("the onnx backend needs onnxruntime: pip install 'pneumo[onnx]'") from exc
+        if not path.is_file():
+            raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format onnx` first")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]

@@ -1,0 +1,25 @@
+"""``pneumo export ARTIFACT --format onnx``: write ``model.onnx`` beside the weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pneumo_core.artifact.store import build_model, load_artifact, write_checksums
+
+
+def export_onnx(artifact_dir: str | Path, opset: int = 18) -> Path:
+    """Export the artifact's model with a dynamic batch axis and add it to SHA256SUMS."""
+    art = load_artifact(artifact_dir)
+    model = build_model(art)
+    prep = art.meta.preprocessing
+    dummy = torch.zeros(2, prep.in_chans, prep.image_size, prep.image_size)
+    out = art.folder / "model.onnx"
+    tmp = art.folder / ".model.onnx.tmp"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                dynamic_shapes={"x": {0: batch}}, opset_version=opset, verbose=False)
+    program.save(str(tmp))
+    tmp.replace(out)
+    write_checksums(art.folder)
+    return out

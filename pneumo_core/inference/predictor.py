@@ -1,0 +1,119 @@
+"""The Predictor: one model artifact, batched inference, Grad-CAM, hooks. Every adapter uses it."""
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pneumo_core.artifact.store import Artifact, build_model, load_artifact
+from pneumo_core.data.preprocess import resize_square, to_input
+from pneumo_core.evaluation.calibration import apply_temperature
+from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
+from pneumo_core.inference.backends import OnnxBackend, TorchBackend
+from pneumo_core.inference.batcher import MicroBatcher
+from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
+from pneumo_core.inference.quality import quality_warnings
+from pneumo_core.inference.schema import ImageResult, ModelInfo, PredictRequest, PredictResponse
+from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
+
+log = logging.getLogger("pneumo.predictor")
+
+
+class Predictor:
+    """Loads an artifact once; ``predict(request)`` decodes, checks, batches, calibrates and
+    thresholds, firing the deployment hooks around it."""
+
+    def __init__(self, artifact_dir: str | Path, backend: str = "torch", precision: str = "auto",
+                 limits: ImageLimits = ImageLimits(), pm: Optional[PneumoPluginManager] = None,
+                 batching: bool = True, max_batch: int = 16, warmup: bool = True) -> None:
+        self.artifact: Artifact = load_artifact(artifact_dir)
+        meta = self.artifact.meta
+        self.pm = pm or get_plugin_manager(meta.plugins)
+        self.model = build_model(self.artifact, self.pm)
+        self.prep = meta.preprocessing
+        self.limits = limits
+        if backend == "onnx":
+            self.backend = OnnxBackend(self.artifact.folder / "model.onnx")
+        elif backend == "torch":
+            self.backend = TorchBackend(self.model, precision)
+        else:
+            raise ValueError(f"backend must be torch or onnx, not {backend!r}")
+        spec = self.pm.get("models", meta.model.name)
+        self._cam_layer = spec.cam_layer(self.model)
+        self._cam: Optional[GradCamRenderer] = None
+        self._cam_lock = threading.Lock()
+        self._batcher = MicroBatcher(self.backend, max_batch=max_batch) if batching else None
+        self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
+                              classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
+        self.ready = False
+        if warmup:
+            self.warmup()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Run one forward pass so the first request is not slow; then mark ready and fire
+        ``pneumo_predictor_loaded``."""
+        size = self.prep.image_size
+        self.logits(np.zeros((1, self.prep.in_chans, size, size), np.float32))
+        self.ready = True
+        self.pm.hook.pneumo_predictor_loaded(predictor=self)
+
+    def health(self) -> list[dict]:
+        """Readiness checks: model warmed up, plus every plugin's ``pneumo_health_checks``."""
+        checks = [{"name": "model", "ok": self.ready, "detail": f"{self.info.name} {self.info.version}"}]
+        for group in self.pm.hook.pneumo_health_checks():
+            for hc in group or ():
+                try:
+                    ok, detail = hc.check()
+                except Exception as exc:  # a failing check reports, it does not crash readiness
+                    ok, detail = False, f"check raised {exc!r}"
+                checks.append({"name": hc.name, "ok": bool(ok), "detail": detail})
+        return checks
+
+    # -- numeric core ---------------------------------------------------------------------
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._batcher.submit(batch) if self._batcher else self.backend(batch)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated P(positive) for a preprocessed (N, C, S, S) batch."""
+        return apply_temperature(self.logits(batch), self.artifact.temperature)
+
+    def decode(self, data: bytes, name: str) -> DecodedImage:
+        return load_image(data, name=name, limits=self.limits)
+
+    def heatmap_png(self, resized: np.ndarray, x: np.ndarray) -> bytes:
+        with self._cam_lock:
+            if self._cam is None:
+                self._cam = GradCamRenderer(self.model, self._cam_layer)
+            cam = self._cam(x)
+        return overlay_png(resized, cam)
+
+    # -- requests -------------------------------------------------------------------------
+    def predict(self, request: PredictRequest) -> PredictResponse:
+        """Answer a request. Raises ImageError for unreadable inputs and PredictionRejected when a
+        plugin refuses the request; both name the cause."""
+        t0 = time.perf_counter()
+        self.pm.hook.pneumo_before_predict(request=request)
+        decoded = [self.decode(img.data, img.name) for img in request.images]
+        resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
+        batch = np.stack([to_input(r, self.prep) for r in resized])
+        probs = self.probabilities(batch)
+        classes, thr = self.info.classes, self.info.threshold
+        results = []
+        for i, (img, d, p) in enumerate(zip(request.images, decoded, probs)):
+            p = float(p)
+            results.append(ImageResult(
+                name=img.name, label=classes[1] if p >= thr else classes[0], probability=p,
+                probabilities={classes[0]: 1 - p, classes[1]: p}, threshold=thr,
+                warnings=quality_warnings(d, self.prep.image_size),
+                heatmap_png_base64=base64.b64encode(self.heatmap_png(resized[i], batch[i])).decode()
+                if request.heatmap else None))
+        response = PredictResponse(request_id=request.request_id, model=self.info, results=results,
+                                   elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
+        self.pm.hook.pneumo_after_predict(request=request, result=response)
+        return response

@@ -1,0 +1,61 @@
+"""The one request and response schema shared by REST, RunPod and ``pneumo predict --json``."""
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pneumo_core.errors import PneumoError
+
+
+class PredictionRejected(PneumoError):
+    """Raised by a ``pneumo_before_predict`` hook to refuse a request; adapters answer 403."""
+
+    status = 403
+
+
+class InputImage(BaseModel):
+    """One uploaded image: its file name and raw bytes (JPEG, PNG or DICOM)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str = Field(description="File name, used in messages.")
+    data: bytes = Field(repr=False, exclude=True, description="Raw file bytes.")
+
+
+class PredictRequest(BaseModel):
+    """What every adapter hands the predictor."""
+
+    images: list[InputImage] = Field(min_length=1)
+    heatmap: bool = Field(False, description="Also return a Grad-CAM overlay per image.")
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    source: str = Field("api", description="Which adapter made the request: rest, runpod, cli.")
+    client: Optional[str] = Field(None, description="Caller identity when known (e.g. API key id).")
+
+
+class ModelInfo(BaseModel):
+    """Identity and operating point of the model that answered."""
+
+    name: str
+    version: str
+    threshold: float = Field(description="Operating threshold on P(positive class).")
+    classes: list[str]
+    positive_class: str
+    backend: str = Field(description="torch-fp32, torch-bf16 or onnx.")
+
+
+class ImageResult(BaseModel):
+    name: str
+    label: str = Field(description="Predicted class at the operating threshold.", examples=["PNEUMONIA"])
+    probability: float = Field(description="Calibrated probability of the positive class.", examples=[0.93])
+    probabilities: dict[str, float] = Field(description="Calibrated probability per class.")
+    threshold: float
+    warnings: list[str] = Field(default_factory=list, description="Input-quality warnings.")
+    heatmap_png_base64: Optional[str] = Field(None, description="Grad-CAM overlay as base64 PNG.")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: ModelInfo
+    results: list[ImageResult]
+    elapsed_ms: float
