@@ -28,6 +28,7 @@ from pneumo_core.training.finalize import finalize
 from pneumo_core.training.loader import CachedImages, EpochBatchSampler, iterate_eval, make_loader
 from pneumo_core.training.runtime import autocast, init_distributed, pick_device, pick_precision
 from pneumo_core.training.schedule import make_optimizer, make_scheduler
+from pneumo_core.training.sync_batchnorm import convert_to_cpu_sync_bn
 
 log = logging.getLogger("pneumo.train")
 
@@ -142,6 +143,10 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
         model = model.to(memory_format=torch.channels_last)
     net = model
     if dinfo.world_size > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            model = convert_to_cpu_sync_bn(model)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     counts = np.bincount(train_labels, minlength=2)
     weight = torch.tensor(len(train_labels) / (2 * counts), dtype=torch.float32, device=device) \
@@ -191,7 +196,10 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                loss = F.cross_entropy(net(x).float(), y, weight=weight, label_smoothing=tc.label_smoothing)
+                # per-sample weighted mean (not divided by the weight sum), so the average over
+                # DDP ranks equals the loss of one process holding the whole batch
+                loss = F.cross_entropy(net(x).float(), y, weight=weight, label_smoothing=tc.label_smoothing,
+                                       reduction="none").mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip:
