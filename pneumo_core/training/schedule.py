@@ -22,8 +22,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Opt
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainSection, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "onecycle":
-        pct = min(0.5, max(cfg.warmup_epochs * steps_per_epoch / total, 1 / total))
+    if cfg.schedule == "onecycle" and total >= 4:  # OneCycleLR needs >= 2 steps per phase
+        pct = min(0.5, max(cfg.warmup_epochs * steps_per_epoch / total, 2 / total))
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 

@@ -1,0 +1,1 @@
+"""RunPod serverless worker over the core Predictor: see handler.py and README.md."""

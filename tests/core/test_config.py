@@ -1,0 +1,71 @@
+"""Config loading, overrides and error messages (through the CLI, as users meet them)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import run_cli
+from pneumo_core import ConfigError
+from pneumo_core.config import load_config
+
+
+def test_shipped_configs_validate(repo):
+    for name in ("default.yaml", "smoke.yaml", "kermany_resnet18.yaml"):
+        out = run_cli("config", "validate", str(repo / "configs" / name))
+        assert out.returncode == 0, out.stderr
+        assert "ok" in out.stdout
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=-1", "train.epochs"),
+    ("model.name=nope", "model.name"),
+    ("data.params.n_train=abc", "data.params.n_train"),
+    ("augment.params.preset=extreme", "augment.params.preset"),
+    ("train.optimiser=adam", "train.optimiser"),
+])
+def test_bad_values_name_the_file_and_key(repo, override, key):
+    out = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", override)
+    assert out.returncode != 0
+    assert f"smoke.yaml: {key}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_model_lists_known_ones(repo):
+    out = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", "model.name=vgg99")
+    assert "unknown model 'vgg99'" in out.stderr and "resnet18" in out.stderr
+
+
+def test_broken_files_are_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(lst)
+    nodata = tmp_path / "nodata.yaml"
+    nodata.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="nodata.yaml: data: Field required"):
+        load_config(nodata)
+
+
+def test_overrides_apply_typed_values(repo):
+    rc = load_config(repo / "configs" / "smoke.yaml", ["train.epochs=7", "train.lr=0.01",
+                                                       "data.params.seed=3", "train.early_stopping_patience=2"])
+    assert rc.config.train.epochs == 7 and rc.config.train.lr == 0.01
+    assert rc.data_params.seed == 3 and rc.config.train.early_stopping_patience == 2
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(repo / "configs" / "smoke.yaml", ["train.epochs"])
+
+
+def test_schema_is_json_schema():
+    out = run_cli("config", "schema")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    assert schema["type"] == "object"
+    assert {"model", "data", "augment", "train", "serve", "hpc"} <= set(schema["properties"])
+    assert "data" in schema["required"]
