@@ -13,7 +13,7 @@ DEFAULT_ARTIFACT = "models/pneumo-resnet18-kermany"
 
 @dataclass
 class Settings:
-    """What the app needs. Environment: PNEUMO_ARTIFACT, PNEUMO_CONFIG, PNEUMO_BACKEND,
+    """What the app needs. Environment: PNEUMO_ARTIFACT, PNEUMO_CONFIG, PNEUMO_BACKEND, PNEUMO_PRECISION,
     PNEUMO_MAX_UPLOAD_MB, PNEUMO_API_KEYS (comma-separated; auth is on when set)."""
 
     artifact: str = DEFAULT_ARTIFACT
@@ -35,6 +35,8 @@ class Settings:
         updates = {}
         if env.get("PNEUMO_BACKEND"):
             updates["backend"] = env["PNEUMO_BACKEND"]
+        if env.get("PNEUMO_PRECISION"):
+            updates["precision"] = env["PNEUMO_PRECISION"]
         if env.get("PNEUMO_MAX_UPLOAD_MB"):
             updates["max_upload_mb"] = float(env["PNEUMO_MAX_UPLOAD_MB"])
         if updates:

@@ -15,7 +15,7 @@ ns = Namespace("predict", path="/", description="Classify chest X-rays")
 schemas.register(ns)
 
 upload = ns.parser()
-upload.add_argument("file", location="files", type=FileStorage, required=True, action="append",
+upload.add_argument("file", location="files", type=FileStorage, required=True,
                     help="One or more images (JPEG, PNG or DICOM); repeat the field for a batch.")
 upload.add_argument("heatmap", location="form", type=inputs.boolean, default=False,
                     help="Also return a Grad-CAM overlay per image (slower).")

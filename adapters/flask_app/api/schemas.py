@@ -9,8 +9,9 @@ model_info = ns_models.model("ModelInfo", {
     "name": fields.String(description="Model name", example="pneumo-resnet18-kermany"),
     "version": fields.String(description="Model version (training time stamp)", example="20261125-211500"),
     "threshold": fields.Float(description="Operating threshold on P(positive class)", example=0.62),
-    "classes": fields.List(fields.String, example=["NORMAL", "PNEUMONIA"]),
-    "positive_class": fields.String(example="PNEUMONIA"),
+    "classes": fields.List(fields.String, description="Class names, index = label",
+                           example=["NORMAL", "PNEUMONIA"]),
+    "positive_class": fields.String(description="Class whose probability is reported", example="PNEUMONIA"),
     "backend": fields.String(description="Inference backend", example="torch-bf16"),
 })
 image_result = ns_models.model("ImageResult", {
@@ -25,10 +26,11 @@ image_result = ns_models.model("ImageResult", {
     "heatmap_png_base64": fields.String(description="Grad-CAM overlay, base64 PNG (with heatmap=true)"),
 })
 predict_response = ns_models.model("PredictResponse", {
-    "request_id": fields.String(example="9f1c2a7e0b3d4c5e8a6b7c8d9e0f1a2b"),
-    "model": fields.Nested(model_info),
-    "results": fields.List(fields.Nested(image_result)),
-    "elapsed_ms": fields.Float(example=41.2),
+    "request_id": fields.String(description="Unique id of this request, for logs",
+                                example="9f1c2a7e0b3d4c5e8a6b7c8d9e0f1a2b"),
+    "model": fields.Nested(model_info, description="The model that answered"),
+    "results": fields.List(fields.Nested(image_result), description="One result per uploaded image, in order"),
+    "elapsed_ms": fields.Float(description="Server-side time for the request", example=41.2),
 })
 error = ns_models.model("Error", {
     "error": fields.String(description="Machine-readable code", example="unreadable_image"),
@@ -36,11 +38,13 @@ error = ns_models.model("Error", {
                              example="scan.jpg: cannot read image: truncated file. Upload the complete file."),
 })
 health_check = ns_models.model("HealthCheck", {
-    "name": fields.String(example="model"), "ok": fields.Boolean(example=True),
-    "detail": fields.String(example="pneumo-resnet18-kermany 20261125-211500"),
+    "name": fields.String(description="Check name", example="model"),
+    "ok": fields.Boolean(description="Whether the check passed", example=True),
+    "detail": fields.String(description="What the check saw", example="pneumo-resnet18-kermany 20261125-211500"),
 })
-ready = ns_models.model("Ready", {"ready": fields.Boolean(example=True),
-                                  "checks": fields.List(fields.Nested(health_check))})
+ready = ns_models.model("Ready", {
+    "ready": fields.Boolean(description="True when every check passed", example=True),
+    "checks": fields.List(fields.Nested(health_check), description="Model and plugin checks")})
 models_response = ns_models.model("Models", {"models": fields.List(fields.Raw(
     description="Metadata, metrics, threshold and version of a loaded model"))})
 

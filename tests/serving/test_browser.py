@@ -1,0 +1,70 @@
+"""The web page in real headless Chromium (Debian's /usr/bin/chromium driven by playwright)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import require
+from live_server import LiveServer
+
+CHROMIUM = os.environ.get("PNEUMO_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(smoke_artifact):
+    srv = LiveServer(smoke_artifact).start()
+    yield srv
+    srv.stop()
+
+
+def test_upload_shows_result_and_overlay(browser, server, phantom_png, tmp_path):
+    image = tmp_path / "synthetic-chest.png"
+    image.write_bytes(phantom_png)
+    page = browser.new_page(viewport={"width": 1200, "height": 820})
+    page.goto(server.url + "/")
+    assert "Not for clinical use" in page.inner_text(".banner")
+    assert page.is_disabled("#submit")
+    page.set_input_files("#file", str(image))
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    label = page.inner_text("#label")
+    assert label in ("NORMAL", "PNEUMONIA")
+    prob = float(page.inner_text("#probability"))
+    thr = float(page.inner_text("#threshold"))
+    assert 0 <= prob <= 1 and 0 < thr < 1
+    assert label == ("PNEUMONIA" if prob >= thr else "NORMAL")
+    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0", timeout=30_000)
+    assert page.is_visible("#overlay")
+    shot = Path(os.environ.get("PNEUMO_SCREENSHOT", tmp_path / "web-page.png"))
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    page.close()
+
+
+def test_bad_file_shows_clear_message(browser, server, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not an X-ray")
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.set_input_files("#file", str(bad))
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "unsupported image format" in page.inner_text("#error")
+    assert page.is_hidden("#result")
+    page.close()

@@ -1,0 +1,138 @@
+"""``pneumo train``: artifacts, interruption (SIGKILL, SIGTERM/SIGUSR1), resume, and DDP parity."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from harness import REPO, run_cli
+from pneumo_core.artifact import load_artifact
+from pneumo_core.training import EXIT_PREEMPTED
+
+SMALL = ["--set", "data.params.n_train=96", "--set", "data.params.n_val=32", "--set", "data.params.n_test=32",
+         "--set", "train.bootstrap=20", "--set", "train.batch_size=16", "--no-progress"]
+
+
+def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pneumo_core.cli.main", "train", str(REPO / "configs" / "smoke.yaml"),
+            "--run-dir", str(run_dir), *SMALL, *extra]
+
+
+def _epochs_logged(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return [int(r["epoch"]) for r in csv.DictReader(fh)]
+
+
+def _wait_for(cond, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"trainer exited early: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "timed out waiting for the trainer"
+        time.sleep(0.05)
+
+
+def test_smoke_training_writes_a_complete_artifact(tmp_path):
+    out = subprocess.run(_train_cmd(tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    art_dir = tmp_path / "run" / "artifact"
+    assert out.stdout.strip() == f"artifact: {art_dir}"
+    for name in ("model.safetensors", "model.json", "SHA256SUMS", "report.md", "val_roc.png", "val_pr.png",
+                 "val_confusion.png", "val_reliability.png", "test_roc.png", "learning_curves.png"):
+        assert (art_dir / name).is_file(), name
+    meta = json.loads((art_dir / "model.json").read_text())
+    assert meta["model"]["name"] == "resnet18" and meta["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert 0 < meta["threshold"] < 1 and meta["calibration"]["temperature"] > 0
+    assert set(meta["metrics"]) == {"val", "test"}
+    for key in ("auc", "auc_ci_low", "auc_ci_high", "sensitivity", "specificity", "ppv", "npv", "f1", "brier", "ece"):
+        assert key in meta["metrics"]["test"]
+    assert len(meta["data"]["fingerprint"]) == 64 and meta["versions"]["torch"]
+    assert meta["config"]["train"]["epochs"] == 3
+    assert _epochs_logged(tmp_path / "run") == [1, 2, 3]
+    report = (art_dir / "report.md").read_text()
+    assert "Not for clinical use" in report and "ROC AUC" in report
+    load_artifact(art_dir)  # verifies checksums
+    again = subprocess.run(_train_cmd(tmp_path / "run"), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "artifact:" in again.stdout, "a finished run is not retrained"
+
+
+def test_sigkill_mid_run_resumes_and_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = _train_cmd(run_dir, "--set", "train.epochs=4", "--set", "data.params.n_train=256")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_epochs_logged(run_dir)) >= 1, 240, proc)
+        time.sleep(0.4)  # into the next epoch
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run_dir / "artifact").exists()
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert not list(run_dir.glob(".*.tmp")), "no torn temporary files are left as checkpoints"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming from checkpoint" in out.stderr
+    assert _epochs_logged(run_dir) == [1, 2, 3, 4]
+    meta = load_artifact(run_dir / "artifact").raw
+    assert [h["epoch"] for h in meta["training"]["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_checkpoints_and_exits_for_requeue(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    cmd = _train_cmd(run_dir, "--set", "train.epochs=3", "--set", "data.params.n_train=512")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_epochs_logged(run_dir)) >= 1, 240, proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "checkpoint saved" in err
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert _epochs_logged(run_dir) == [1, 2, 3]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00garbage")
+    out = subprocess.run(_train_cmd(run_dir), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "checkpoint.pt is corrupt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains the same weights as one process."""
+    common = ["--set", "train.precision=fp32", "--set", "train.epochs=1", "--set", "data.params.n_test=0", "--no-resume"]
+    single = subprocess.run(_train_cmd(tmp_path / "one", *common), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ddp = subprocess.run(torchrun + _train_cmd(tmp_path / "two", *common)[1:], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "artifact" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "artifact" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-3, f"DDP weights differ from single-process by {worst}"
+    m1 = json.loads((tmp_path / "one" / "artifact" / "model.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "artifact" / "model.json").read_text())
+    assert m2["training"]["world_size"] == 2 and m1["training"]["world_size"] == 1
+    assert m1["threshold"] == pytest.approx(m2["threshold"], abs=1e-3)
+    assert m1["metrics"]["val"]["auc"] == pytest.approx(m2["metrics"]["val"]["auc"], abs=1e-3)
