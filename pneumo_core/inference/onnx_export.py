@@ -1,6 +1,7 @@
 """``pneumo export ARTIFACT --format onnx``: write ``model.onnx`` beside the weights."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -10,6 +11,8 @@ from pneumo_core.artifact.store import build_model, load_artifact, write_checksu
 
 def export_onnx(artifact_dir: str | Path, opset: int = 18) -> Path:
     """Export the artifact's model with a dynamic batch axis and add it to SHA256SUMS."""
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):  # their INFO lines drown the CLI output
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     art = load_artifact(artifact_dir)
     model = build_model(art)
     prep = art.meta.preprocessing

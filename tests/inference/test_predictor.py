@@ -1,0 +1,117 @@
+"""The Predictor: backends agree, micro-batching is transparent, warnings, hooks via the CLI."""
+from __future__ import annotations
+
+import io
+import shutil
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import run_cli
+from pneumo_core.imaging import load_image
+from pneumo_core.inference import InputImage, PredictRequest, Predictor
+from pneumo_core.inference.quality import quality_warnings
+from plugins.datasets.synthetic.phantom import render_phantom
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[InputImage]:
+    return [InputImage(name=f"p{i}.png", data=_png(render_phantom(i % 2, 96, 100 + i))) for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(smoke_artifact, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("onnx") / "artifact"
+    shutil.copytree(smoke_artifact, dst)
+    out = run_cli("export", str(dst), "--format", "onnx", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert (dst / "model.onnx").stat().st_size > 1000
+    assert "model.onnx" in (dst / "SHA256SUMS").read_text()
+    return dst
+
+
+def _probs(predictor: Predictor, images) -> np.ndarray:
+    return np.array([r.probability for r in predictor.predict(PredictRequest(images=images)).results])
+
+
+def test_onnx_matches_pytorch(onnx_artifact, images):
+    torch_p = _probs(Predictor(onnx_artifact, backend="torch", precision="fp32"), images)
+    onnx_pred = Predictor(onnx_artifact, backend="onnx")
+    assert onnx_pred.info.backend == "onnx"
+    np.testing.assert_allclose(_probs(onnx_pred, images), torch_p, atol=1e-4)
+
+
+def test_bf16_is_close_to_fp32(smoke_artifact, images):
+    fp32 = _probs(Predictor(smoke_artifact, precision="fp32"), images)
+    bf16 = Predictor(smoke_artifact, precision="bf16")
+    assert bf16.info.backend == "torch-bf16"
+    np.testing.assert_allclose(_probs(bf16, images), fp32, atol=0.05)
+
+
+def test_concurrent_requests_are_batched_transparently(smoke_artifact, images):
+    predictor = Predictor(smoke_artifact, precision="fp32")
+    calls = []
+    inner = predictor._batcher.fn
+    predictor._batcher.fn = lambda x: calls.append(len(x)) or inner(x)
+    sequential = [_probs(predictor, [img])[0] for img in images]
+    calls.clear()
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda img: _probs(predictor, [img])[0], images))
+    np.testing.assert_allclose(concurrent, sequential, atol=1e-5)
+    assert len(calls) < len(images), f"8 concurrent requests ran as {calls}"
+
+
+def test_missing_onnx_file_is_clear(smoke_artifact):
+    from pneumo_core import ArtifactError
+
+    with pytest.raises(ArtifactError, match="pneumo export"):
+        Predictor(smoke_artifact, backend="onnx")
+
+
+def test_quality_warnings():
+    normal = load_image(_png(render_phantom(0, 128, 1)))
+    assert quality_warnings(normal, 64) == []
+    inverted = load_image(_png(255 - render_phantom(0, 128, 1)))
+    assert any("inverted" in w for w in quality_warnings(inverted, 64))
+    flat = load_image(_png(np.full((128, 128), 120, np.uint8) + np.random.default_rng(0).integers(0, 3, (128, 128), dtype=np.uint8)))
+    assert any("low contrast" in w for w in quality_warnings(flat, 64))
+    tiny = load_image(_png(render_phantom(0, 40, 1)))
+    assert any("small image" in w for w in quality_warnings(tiny, 224))
+    wide = load_image(_png(np.random.default_rng(1).integers(0, 255, (64, 160), dtype=np.uint8)))
+    assert any("aspect ratio" in w for w in quality_warnings(wide, 64))
+
+
+GATE_PLUGIN = textwrap.dedent('''
+    from pneumo_core import hookimpl
+    from pneumo_core.inference import PredictionRejected
+
+    @hookimpl
+    def pneumo_before_predict(request):
+        if request.source == "cli" and any("blocked" in i.name for i in request.images):
+            raise PredictionRejected("gate plugin: this file name is blocked")
+''')
+
+
+def test_reject_hook_applies_to_the_cli(smoke_artifact, tmp_path):
+    """An installed plugin (entry point) refuses requests through `pneumo predict` too."""
+    site = tmp_path / "site"
+    (site / "gate-0.1.dist-info").mkdir(parents=True)
+    (site / "gate_plugin.py").write_text(GATE_PLUGIN)
+    (site / "gate-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: gate\nVersion: 0.1\n")
+    (site / "gate-0.1.dist-info" / "entry_points.txt").write_text("[pneumo]\ngate = gate_plugin\n")
+    ok, blocked = tmp_path / "ok.png", tmp_path / "blocked.png"
+    ok.write_bytes(_png(render_phantom(1, 96, 3)))
+    blocked.write_bytes(ok.read_bytes())
+    env = {"PYTHONPATH": str(site)}
+    assert run_cli("predict", str(smoke_artifact), str(ok), env=env).returncode == 0
+    out = run_cli("predict", str(smoke_artifact), str(blocked), env=env)
+    assert out.returncode == 2 and "gate plugin: this file name is blocked" in out.stderr
