@@ -137,6 +137,21 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
     return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
+def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype = torch.float16) -> Path:
+    """Copy an artifact with its weights cast (e.g. to float16 for distribution), re-checksummed."""
+    import shutil
+
+    art = load_artifact(src)
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(art.folder, dst, ignore=shutil.ignore_patterns("model.onnx", "eval-*", ".*"))
+    raw = {k: v for k, v in art.raw.items() if k != "format"}
+    raw["weights_dtype"] = str(weights_dtype).replace("torch.", "")
+    write_artifact(dst, art.state_dict, raw, weights_dtype=weights_dtype)
+    return dst
+
+
 def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
     """Rebuild the network through its model plugin and load the artifact's weights (eval mode)."""
     from pneumo_core.plugin_manager import get_plugin_manager

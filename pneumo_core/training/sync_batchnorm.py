@@ -8,10 +8,17 @@ process holding the whole batch.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_reduce
+
+# Its suggested replacement (_functional_collectives) is private and not differentiable on every
+# release; the public autograd-aware op is the right tool until then, so silence only this notice.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
 
 
 class CpuSyncBatchNorm2d(nn.BatchNorm2d):

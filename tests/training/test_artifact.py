@@ -89,3 +89,20 @@ def test_evaluate_cli_writes_metrics_and_plots(smoke_artifact, repo, tmp_path):
     assert metrics["n"] == 40 and metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
     for name in ("metrics.json", "report.md", "test_roc.png", "test_confusion.png", "test_reliability.png"):
         assert (tmp_path / "ev" / name).is_file()
+
+
+def test_fp16_repack_predicts_like_the_original(smoke_artifact, phantom_png, tmp_path):
+    import numpy as np
+
+    out = run_cli("export", str(smoke_artifact), "--format", "fp16", "--out", str(tmp_path / "fp16"))
+    assert out.returncode == 0, out.stderr
+    small = load_artifact(tmp_path / "fp16")
+    assert small.raw["weights_dtype"] == "float16"
+    assert (tmp_path / "fp16" / "model.safetensors").stat().st_size < 0.6 * (smoke_artifact / "model.safetensors").stat().st_size
+    from pneumo_core.inference import InputImage, PredictRequest, Predictor
+
+    req = PredictRequest(images=[InputImage(name="x.png", data=phantom_png)])
+    a = Predictor(smoke_artifact, precision="fp32").predict(req).results[0].probability
+    b = Predictor(tmp_path / "fp16", precision="fp32").predict(req).results[0].probability
+    assert np.isclose(a, b, atol=0.01)
+    assert run_cli("export", str(smoke_artifact), "--format", "fp16").returncode == 2
