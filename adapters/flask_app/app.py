@@ -9,7 +9,7 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.flask_app.api import make_blueprint
-from adapters.flask_app.api.errors import ApiError, error_response
+from adapters.flask_app.api.errors import ApiError, error_response, http_error_body
 from adapters.flask_app.auth import is_authorized
 from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
 from adapters.flask_app.settings import Settings
@@ -28,8 +28,8 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         predictor = Predictor(settings.artifact, backend=settings.serve.backend,
                               precision=settings.serve.precision, limits=limits)
     app = Flask(__name__)
-    # Body limit: a little above the image limit so multipart overhead of a max-size image fits.
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes * max(1, settings.serve.max_batch) + 64 * 1024,
+    # Body limit: the request limit plus room for the multipart envelope of the files.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes + 64 * 1024,
                       PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, RESTX_MASK_SWAGGER=False,
                       ERROR_404_HELP=False, JSON_SORT_KEYS=False)
     app.register_blueprint(make_blueprint())
@@ -46,7 +46,7 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     def _finish(resp: Response):
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(resp.status_code)).inc()
-        LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        LATENCY.labels(endpoint=endpoint, status=str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
@@ -57,10 +57,7 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        if exc.code == 413:
-            return error_response(413, "payload_too_large",
-                                  f"upload larger than {settings.serve.max_upload_mb:g} MB per image; send a smaller file")
-        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+        return error_response(exc.code or 500, *http_error_body(exc, settings))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -15,6 +15,14 @@ def presented_key(request: Request) -> Optional[str]:
     return key or None
 
 
+def key_id(request: Request) -> Optional[str]:
+    """A stable, non-secret id of the presented key (first 12 hex of its sha256), for audit hooks."""
+    import hashlib
+
+    key = presented_key(request)
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
+
+
 def is_authorized(request: Request, keys: frozenset[str]) -> bool:
     """True when auth is off (no keys) or the request carries one of the keys (constant-time compare)."""
     if not keys:

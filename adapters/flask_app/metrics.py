@@ -7,7 +7,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 
 REQUESTS = Counter("pneumo_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
-LATENCY = Histogram("pneumo_http_request_seconds", "HTTP request latency", ["endpoint"],
+LATENCY = Histogram("pneumo_http_request_seconds", "HTTP request latency", ["endpoint", "status"],
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 PREDICTIONS = Counter("pneumo_predictions_total", "Images classified, by predicted label", ["label"])
 

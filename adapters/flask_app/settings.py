@@ -24,6 +24,10 @@ class Settings:
     def max_upload_bytes(self) -> int:
         return int(self.serve.max_upload_mb * 1024 * 1024)
 
+    @property
+    def max_request_bytes(self) -> int:
+        return int(max(self.serve.max_request_mb, self.serve.max_upload_mb) * 1024 * 1024)
+
     @classmethod
     def from_env(cls, environ: Optional[dict] = None) -> "Settings":
         env = os.environ if environ is None else environ

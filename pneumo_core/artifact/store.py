@@ -98,9 +98,12 @@ def verify_checksums(folder: Path) -> None:
     sums = folder / SUMS
     if not sums.is_file():
         raise ArtifactError(f"{folder}: no {SUMS}; this is not a complete pneumo artifact")
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
+    lines = [line for line in sums.read_text().splitlines() if line.strip()]
+    listed = {line.partition("  ")[2] for line in lines}
+    for required in (WEIGHTS, META):
+        if required not in listed:
+            raise ArtifactError(f"{folder}: {SUMS} does not cover {required}; the artifact was altered")
+    for line in lines:
         digest, _, name = line.partition("  ")
         path = folder / name
         if "/" in name or not path.is_file():
@@ -143,8 +146,12 @@ def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype
 
     art = load_artifact(src)
     dst = Path(dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise ArtifactError(f"{dst} exists and is not empty; choose a new folder for the copy")
+    if dst.resolve().is_relative_to(art.folder.resolve()):
+        raise ArtifactError(f"{dst} is inside the source artifact {art.folder}; choose a folder outside it")
     if dst.exists():
-        shutil.rmtree(dst)
+        dst.rmdir()
     shutil.copytree(art.folder, dst, ignore=shutil.ignore_patterns("model.onnx", "eval-*", ".*"))
     raw = {k: v for k, v in art.raw.items() if k != "format"}
     raw["weights_dtype"] = str(weights_dtype).replace("torch.", "")
@@ -152,11 +159,23 @@ def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype
     return dst
 
 
+def artifact_plugins(artifact: Artifact) -> list[str]:
+    """The config-listed plugins an artifact needs. Installed modules (dotted names) are allowed;
+    ``.py`` files named by an artifact would run code it ships, so they need
+    ``PNEUMO_TRUST_ARTIFACT_PLUGINS=1``."""
+    files = [p for p in artifact.meta.plugins if p.endswith(".py") or "/" in p or os.sep in p]
+    if files and os.environ.get("PNEUMO_TRUST_ARTIFACT_PLUGINS") != "1":
+        raise ArtifactError(f"{artifact.folder}: the model needs plugin files {files}. Loading them runs "
+                            "their code: install them as a package, or set PNEUMO_TRUST_ARTIFACT_PLUGINS=1 "
+                            "if you trust this artifact.")
+    return list(artifact.meta.plugins)
+
+
 def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
     """Rebuild the network through its model plugin and load the artifact's weights (eval mode)."""
     from pneumo_core.plugin_manager import get_plugin_manager
 
-    pm = pm or get_plugin_manager(artifact.meta.plugins)
+    pm = pm or get_plugin_manager(artifact_plugins(artifact))
     spec = pm.get("models", artifact.meta.model.name)
     params = spec.params_model.model_validate({**artifact.meta.model.params, "pretrained": False}
                                               if "pretrained" in spec.params_model.model_fields

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as md
 import logging
 import os
 import sys
@@ -21,12 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (plugins_cmd, config_cmd, train_cmd, evaluate_cmd, predict_cmd, export_cmd, serve_cmd):
         module.add_cli(sub)
     add_data_cli(sub)
-    try:
-        from hpc.cli import add_cli as add_hpc_cli
-    except ImportError:  # the hpc package ships with pneumo; absent only in stripped installs
-        pass
-    else:
-        add_hpc_cli(sub)
+    # Commands from other packages (pneumo's own `hpc`, third-party tools) register through the
+    # `pneumo.cli` entry-point group, so the core never imports them by name.
+    for ep in md.entry_points(group="pneumo.cli"):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken add-on must not take the whole CLI down
+            print(f"warning: CLI extension '{ep.name}' ({ep.value}) failed to load: {exc}", file=sys.stderr)
     return parser
 
 

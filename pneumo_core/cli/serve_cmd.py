@@ -16,8 +16,8 @@ def _run(args) -> int:
         env["PNEUMO_CONFIG"] = args.config
     cmd = [sys.executable, "-m", "gunicorn", "-c", "python:adapters.flask_app.gunicorn_conf",
            "--bind", f"{args.host}:{args.port}", "adapters.flask_app.wsgi:app"]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
+    if args.workers:  # through the env, so gunicorn_conf splits threads and sets up multiprocess metrics
+        env["PNEUMO_WORKERS"] = str(args.workers)
     print(f"pneumo: web page  http://{args.host}:{args.port}/\n"
           f"pneumo: Swagger UI http://{args.host}:{args.port}/api/v1/docs", flush=True)
     os.execvpe(cmd[0], cmd, env)

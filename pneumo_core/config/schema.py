@@ -75,7 +75,8 @@ class ServeSection(_Section):
     threads: int = Field(4, ge=1)
     backend: Literal["torch", "onnx"] = "torch"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    max_upload_mb: float = Field(20, gt=0)
+    max_upload_mb: float = Field(20, gt=0, description="Largest image file.")
+    max_request_mb: float = Field(50, gt=0, description="Largest request body (all files together).")
     max_pixels: int = Field(40_000_000, gt=0)
     max_batch: int = Field(16, ge=1, description="Most images in one request.")
     api_key_env: str = Field("PNEUMO_API_KEYS", description="Env var with comma-separated API keys; "

@@ -16,6 +16,8 @@ def bootstrap_auc_ci(y: np.ndarray, p: np.ndarray, n: int = 1000, seed: int = 0,
         idx = rng.integers(0, len(y), len(y))
         if y[idx].min() != y[idx].max():
             aucs.append(roc_auc_score(y[idx], p[idx]))
+    if not aucs:
+        return (float("nan"), float("nan"))
     lo, hi = np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 

@@ -4,32 +4,40 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_curve
 
+_EPS = 1e-6
+
+
+def _logit(q: float) -> float:
+    q = min(max(q, _EPS), 1 - _EPS)
+    return float(np.log(q / (1 - q)))
+
+
+def _middle(low: float, high: float) -> float:
+    """A cut strictly inside (low, high]: the midpoint in logit space, so it sits well away from
+    both neighbouring scores rather than hugging one class."""
+    mid = (_logit(low) + _logit(high)) / 2
+    return float(1 / (1 + np.exp(-mid)))
+
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "youden",
                      target_sensitivity: float = 0.95, fixed: float = 0.5) -> float:
-    """Youden's J (max sensitivity + specificity - 1), the highest threshold that reaches a target
-    sensitivity, or a fixed value. Thresholds are midpoints between neighbouring scores."""
+    """Youden's J (max sensitivity + specificity - 1), the highest cut reaching a target
+    sensitivity, or a fixed value. Any cut between two neighbouring scores makes the same
+    decisions; the one returned is the middle of that gap (of the widest optimal gap for Youden)."""
     if method == "fixed":
         return float(fixed)
-    fpr, tpr, thr = roc_curve(y, p)
+    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
     thr = np.clip(thr, 0.0, 1.0)
+    lows = np.append(thr[1:], 0.0)  # cut i predicts positive for p in [thr[i], 1]: any t in (lows[i], thr[i]]
     if method == "youden":
-        # Many thresholds often tie on a well-separated validation set; take the middle of the
-        # tied range (in logit space) rather than its edge, so the cut is not hugging one class.
         j = tpr - fpr
-        tied = thr[(j >= j.max() - 1e-12) & (thr > 0) & (thr < 1)]
-        if len(tied) == 0:
-            tied = thr[[int(np.argmax(j))]]
-        lo, hi = float(np.clip(tied.min(), 1e-6, 1 - 1e-6)), float(np.clip(tied.max(), 1e-6, 1 - 1e-6))
-        low_side = thr[thr < lo]
-        lo = float(low_side.max()) if len(low_side) else lo  # the tied range reaches down to the next score
-        logit = lambda q: np.log(q / (1 - q))  # noqa: E731
-        mid = (logit(max(lo, 1e-6)) + logit(hi)) / 2
-        return float(1 / (1 + np.exp(-mid)))
-    elif method == "sensitivity":
+        best = np.flatnonzero(j >= j.max() - 1e-12)
+        # consecutive optimal indices form one gap from the lowest low to the highest high
+        runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
+        gaps = [(lows[r[-1]], thr[r[0]]) for r in runs]
+        low, high = max(gaps, key=lambda g: _logit(g[1]) - _logit(g[0]))
+        return _middle(low, high)
+    if method == "sensitivity":
         i = int(np.argmax(tpr >= target_sensitivity))
-    else:
-        raise ValueError(f"unknown threshold method {method!r}")
-    # midpoint to the next lower score keeps the decision stable for scores near the cut
-    lower = thr[i + 1] if i + 1 < len(thr) else 0.0
-    return float(np.clip((thr[i] + lower) / 2 if thr[i] > lower else thr[i], 1e-6, 1 - 1e-6))
+        return _middle(lows[i], thr[i])
+    raise ValueError(f"unknown threshold method {method!r}")

@@ -16,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pneumo_core.errors import PneumoError
+
 _UPLOAD_HINT = "Upload a JPEG, PNG or DICOM file."
 _OTHER_FORMATS = [(b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
                   (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000")]
@@ -24,7 +26,7 @@ _SYNTAX_BY_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): Expl
                        (False, False): ExplicitVRBigEndian}
 
 
-class ImageError(ValueError):
+class ImageError(PneumoError, ValueError):
     """An image cannot be used; ``str(e)`` names ``source``, the reason, and what to do."""
 
     code = "image_error"

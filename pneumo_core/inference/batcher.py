@@ -5,19 +5,25 @@ are whole servers; this only needs a queue and one worker thread.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Callable
 
 import numpy as np
 
+log = logging.getLogger("pneumo.batcher")
+
 
 class MicroBatcher:
-    """Collects inputs for up to ``max_wait_s`` or ``max_batch`` items, then runs ``fn`` once."""
+    """Collects inputs for at most ``max_wait_s`` after the first one, or until ``max_batch``
+    items, then runs ``fn`` once on their concatenation."""
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 16, max_wait_s: float = 0.004) -> None:
-        self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 16, max_wait_s: float = 0.004,
+                 timeout_s: float = 120.0) -> None:
+        self.fn, self.max_batch, self.max_wait_s, self.timeout_s = fn, max_batch, max_wait_s, timeout_s
         self.q: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="pneumo-batcher", daemon=True)
         self.thread.start()
@@ -26,26 +32,35 @@ class MicroBatcher:
         """Run ``fn`` on a (n, ...) array as part of a batch; returns its (n, ...) output rows."""
         fut: Future = Future()
         self.q.put((x, fut))
-        return fut.result()
+        return fut.result(timeout=self.timeout_s)
+
+    def _collect(self) -> list:
+        items = [self.q.get()]
+        size = len(items[0][0])
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = self.q.get(timeout=left)
+            except queue.Empty:
+                break
+            items.append(item)
+            size += len(item[0])
+        return items
 
     def _loop(self) -> None:
         while True:
-            items = [self.q.get()]
-            size = len(items[0][0])
-            while size < self.max_batch:
-                try:
-                    item = self.q.get(timeout=self.max_wait_s)
-                except queue.Empty:
-                    break
-                items.append(item)
-                size += len(item[0])
+            items = self._collect()
             try:
                 out = self.fn(np.concatenate([x for x, _ in items]))
                 start = 0
                 for x, fut in items:
                     fut.set_result(out[start:start + len(x)])
                     start += len(x)
-            except Exception as exc:  # hand the failure to every waiting caller
+            except BaseException as exc:  # noqa: BLE001 - hand any failure to the callers, keep serving
+                log.exception("batched forward failed")
                 for _, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)

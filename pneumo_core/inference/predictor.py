@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from pneumo_core.artifact.store import Artifact, build_model, load_artifact
+from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, load_artifact
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.evaluation.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
@@ -33,7 +34,7 @@ class Predictor:
                  batching: bool = True, max_batch: int = 16, warmup: bool = True) -> None:
         self.artifact: Artifact = load_artifact(artifact_dir)
         meta = self.artifact.meta
-        self.pm = pm or get_plugin_manager(meta.plugins)
+        self.pm = pm or get_plugin_manager(artifact_plugins(self.artifact))
         self.model = build_model(self.artifact, self.pm)
         self.prep = meta.preprocessing
         self.limits = limits
@@ -89,7 +90,11 @@ class Predictor:
     def heatmap_png(self, resized: np.ndarray, x: np.ndarray) -> bytes:
         with self._cam_lock:
             if self._cam is None:
-                self._cam = GradCamRenderer(self.model, self._cam_layer)
+                # Grad-CAM keeps hooks on the model it is given: use a private copy so serving
+                # forwards on other threads neither feed its buffers nor race with it.
+                cam_model = copy.deepcopy(self.model).float().eval()
+                layer_name = next(n for n, m in self.model.named_modules() if m is self._cam_layer)
+                self._cam = GradCamRenderer(cam_model, cam_model.get_submodule(layer_name))
             cam = self._cam(x)
         return overlay_png(resized, cam)
 

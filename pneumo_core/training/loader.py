@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pneumo_core.data.preprocess import Preprocessing, to_input
+from pneumo_core.errors import PneumoError
 
 
 class CachedImages(Dataset):
@@ -41,7 +42,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise ValueError(f"train.batch_size {batch_size} must be divisible by the {world_size} processes")
+            raise PneumoError(f"train.batch_size {batch_size} must be divisible by the {world_size} processes")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
         self.epoch, self.start_batch = 0, 0
 
@@ -61,7 +62,8 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 def make_loader(data: CachedImages, sampler: EpochBatchSampler, workers: int) -> DataLoader:
-    return DataLoader(data, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
+    # not persistent: workers are re-created each epoch so they see the dataset's new epoch (seeding)
+    return DataLoader(data, batch_sampler=sampler, num_workers=workers)
 
 
 def iterate_eval(images: np.ndarray, prep: Preprocessing, batch_size: int) -> Iterator[torch.Tensor]:

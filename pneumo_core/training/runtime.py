@@ -9,6 +9,8 @@ from functools import lru_cache
 import torch
 import torch.distributed as dist
 
+from pneumo_core.errors import PneumoError
+
 
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
@@ -24,7 +26,7 @@ def cpu_has_bf16() -> bool:
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device is cuda but no CUDA GPU is visible; use device: auto or cpu")
+            raise PneumoError("train.device is cuda but no CUDA GPU is visible; use device: auto or cpu")
         local = int(os.environ.get("LOCAL_RANK", 0))
         return torch.device("cuda", local)
     return torch.device("cpu")

@@ -25,7 +25,7 @@ class CpuSyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
             return super().forward(x)
-        n_local = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype)
+        n_local = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=torch.float32)
         n = all_reduce(n_local.clone())
         xf = x.float()
         mean = all_reduce(xf.sum(dim=(0, 2, 3))) / n

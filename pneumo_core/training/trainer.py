@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -46,8 +47,15 @@ class _StopFlag:
         self.signum: Optional[int] = None
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        """Take over SIGTERM/SIGUSR1 (main thread only); ``restore`` gives them back."""
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
         self.signum = signum
@@ -92,14 +100,31 @@ def _all_agree_stop(flag: _StopFlag, world: int) -> bool:
     return bool(stop.item())
 
 
+def config_fingerprint(rc: ResolvedConfig) -> str:
+    """Hash of what determines the training run (model, data, augment, train sections)."""
+    import hashlib
+    import json
+
+    parts = rc.config.model_dump(mode="json", include={"model", "data", "augment", "train"})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Optional[bool] = None) -> Path:
     """Train the configured model in ``run_dir`` and write ``run_dir/artifact``; return its path.
 
     Resumes from ``run_dir/checkpoint.pt`` when present (unless ``resume`` is False). On SIGTERM or
     SIGUSR1 it saves a checkpoint at the next batch and raises :class:`TrainingInterrupted`.
     """
+    flag = _StopFlag()
+    flag.install()
+    try:
+        return _train(rc, Path(run_dir), resume, progress, flag)
+    finally:
+        flag.restore()
+
+
+def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[bool], flag: _StopFlag) -> Path:
     cfg, tc = rc.config, rc.config.train
-    run_dir = Path(run_dir)
     dinfo = init_distributed(tc.device)
     device = pick_device(tc.device)
     precision = pick_precision(tc.precision, device)
@@ -111,12 +136,14 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
         run_dir.mkdir(parents=True, exist_ok=True)
     artifact_dir = run_dir / "artifact"
     state = load_checkpoint(run_dir) if resume else None
+    fingerprint_now = config_fingerprint(rc)
+    if state is not None and state.get("config_fingerprint", fingerprint_now) != fingerprint_now:
+        raise PneumoError(f"{run_dir} holds a checkpoint of a different config; resume it with the same "
+                          "config and overrides, or pass --no-resume or another --run-dir")
     if state is not None and state.get("finished") and (artifact_dir / "model.json").exists():
         log.info("run already finished: %s", artifact_dir)
         return artifact_dir
     _seed_everything(tc.seed, tc.deterministic)
-    flag = _StopFlag()
-    flag.install()
 
     # ---- data
     table = rc.pm.get("datasets", cfg.data.name).build(rc.data_params)
@@ -164,6 +191,8 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
         history, best_auc, best_epoch = list(state["history"]), state["best_auc"], state["best_epoch"]
         best_state, stale = state.get("best_model"), state.get("stale", 0)
         start_epoch, start_batch = state["epoch"], state["batch"]
+        if state.get("stopped_early"):
+            start_epoch = tc.epochs  # the early-stopping decision survives a crash during finalize
         torch.set_rng_state(state["torch_rng"])
         if dinfo.is_main:
             log.info("resuming from checkpoint: epoch %d, batch %d", start_epoch + 1, start_batch)
@@ -176,11 +205,12 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": epoch, "batch": batch, "history": history, "best_auc": best_auc,
                 "best_epoch": best_epoch, "best_model": best_state, "stale": stale,
-                "torch_rng": torch.get_rng_state(), "finished": finished})
+                "torch_rng": torch.get_rng_state(), "finished": finished, "stopped_early": stopped_early,
+                "config_fingerprint": fingerprint_now})
         if dinfo.world_size > 1:
             dist.barrier()
 
-    epoch = start_epoch
+    epoch, stopped_early = start_epoch, False
     for epoch in range(start_epoch, tc.epochs):
         net.train()
         dataset.epoch = epoch
@@ -240,9 +270,9 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
             rc.pm.hook.pneumo_epoch_end(run=run, metrics=dict(metrics))
             print(f"epoch {epoch + 1}/{tc.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
                   f"val_auc={val_auc:.4f} {metrics['images_per_s']:.1f} img/s", file=sys.stderr, flush=True)
-        stop_early = tc.early_stopping_patience is not None and stale >= tc.early_stopping_patience
+        stopped_early = tc.early_stopping_patience is not None and stale >= tc.early_stopping_patience
         checkpoint(epoch + 1, 0)
-        if stop_early:
+        if stopped_early:
             if dinfo.is_main:
                 print(f"early stopping: no val AUC gain for {stale} epochs", file=sys.stderr)
             break

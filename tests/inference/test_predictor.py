@@ -115,3 +115,16 @@ def test_reject_hook_applies_to_the_cli(smoke_artifact, tmp_path):
     assert run_cli("predict", str(smoke_artifact), str(ok), env=env).returncode == 0
     out = run_cli("predict", str(smoke_artifact), str(blocked), env=env)
     assert out.returncode == 2 and "gate plugin: this file name is blocked" in out.stderr
+
+
+def test_heatmaps_do_not_disturb_concurrent_predictions(smoke_artifact, images):
+    """Grad-CAM runs on a private model copy: plain requests in parallel neither change nor feed it."""
+    predictor = Predictor(smoke_artifact, precision="fp32")
+    plain = _probs(predictor, images)
+    with ThreadPoolExecutor(6) as pool:
+        futs = [pool.submit(predictor.predict, PredictRequest(images=[img], heatmap=i % 2 == 0))
+                for i, img in enumerate(images * 3)]
+        results = [f.result(timeout=120).results[0] for f in futs]
+    np.testing.assert_allclose([r.probability for r in results], np.tile(plain, 3), atol=1e-5)
+    assert all((r.heatmap_png_base64 is not None) == (i % 2 == 0) for i, r in enumerate(results))
+    assert len(predictor._cam.cam.activations_and_grads.activations) <= 1, "no activations pile up"

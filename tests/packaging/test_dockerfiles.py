@@ -9,7 +9,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest

@@ -48,7 +48,10 @@ def plugin_env(site: Path) -> dict[str, str]:
 
 # -- the package itself ---------------------------------------------------------------------
 def test_example_is_a_separate_distribution_with_a_pneumo_entry_point():
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
     assert meta["build-system"]["build-backend"] == "setuptools.build_meta"

@@ -62,8 +62,13 @@ def test_smoke_training_writes_a_complete_artifact(tmp_path):
     report = (art_dir / "report.md").read_text()
     assert "Not for clinical use" in report and "ROC AUC" in report
     load_artifact(art_dir)  # verifies checksums
+    stamp = (art_dir / "model.safetensors").stat().st_mtime_ns
     again = subprocess.run(_train_cmd(tmp_path / "run"), capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "artifact:" in again.stdout, "a finished run is not retrained"
+    assert again.returncode == 0 and "run already finished" in again.stderr, again.stderr
+    assert (art_dir / "model.safetensors").stat().st_mtime_ns == stamp, "a finished run is not retrained"
+    changed = subprocess.run(_train_cmd(tmp_path / "run", "--set", "train.lr=0.1"), capture_output=True, text=True,
+                             timeout=120)
+    assert changed.returncode == 2 and "different config" in changed.stderr
 
 
 def test_sigkill_mid_run_resumes_and_finishes(tmp_path):
@@ -71,8 +76,8 @@ def test_sigkill_mid_run_resumes_and_finishes(tmp_path):
     cmd = _train_cmd(run_dir, "--set", "train.epochs=4", "--set", "data.params.n_train=256")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: len(_epochs_logged(run_dir)) >= 1, 240, proc)
-        time.sleep(0.4)  # into the next epoch
+        _wait_for(lambda: len(_epochs_logged(run_dir)) >= 1 and (run_dir / "checkpoint.pt").exists(), 240, proc)
+        time.sleep(0.4)  # into the next epoch (or in the middle of writing its checkpoint)
         proc.kill()
         proc.wait(30)
     finally:

@@ -1,11 +1,13 @@
 """REST API v1: a Flask-RESTX blueprint with Swagger UI at /api/v1/docs."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from adapters.flask_app.api.errors import ApiError
+from adapters.flask_app.api.errors import ApiError, http_error_body
 
 from adapters.flask_app.api.health import ns as health_ns
 from adapters.flask_app.api.models import ns as models_ns
@@ -30,10 +32,12 @@ def make_blueprint() -> Blueprint:
 
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        if exc.code == 413:
-            mb = current_app.config["PNEUMO_SETTINGS"].serve.max_upload_mb
-            return {"error": "payload_too_large",
-                    "message": f"upload larger than {mb:g} MB per image; send a smaller file"}, 413
-        return {"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description}, exc.code
+        code, message = http_error_body(exc, current_app.config["PNEUMO_SETTINGS"])
+        return {"error": code, "message": message}, exc.code
+
+    @api.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logging.getLogger("pneumo.web").exception("unhandled error in the API")
+        return {"error": "internal_error", "message": "the server failed on this request; it has been logged"}, 500
 
     return bp

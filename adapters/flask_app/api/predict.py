@@ -7,6 +7,7 @@ from werkzeug.datastructures import FileStorage
 
 from adapters.flask_app.api import schemas
 from adapters.flask_app.api.errors import IMAGE_ERROR_STATUS, ApiError
+from adapters.flask_app.auth import key_id
 from adapters.flask_app.metrics import PREDICTIONS
 from pneumo_core.imaging import ImageError
 from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
@@ -46,7 +47,8 @@ class Predict(Resource):
         images = [InputImage(name=f.filename or f"upload-{i}", data=f.read()) for i, f in enumerate(files)]
         predictor = current_app.config["PNEUMO_PREDICTOR"]
         try:
-            response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest"))
+            response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
+                                                        client=key_id(request)))
         except ImageError as exc:
             status, code = IMAGE_ERROR_STATUS.get(exc.code, (400, "unreadable_image"))
             raise ApiError(status, code, str(exc)) from None
