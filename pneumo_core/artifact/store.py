@@ -86,6 +86,7 @@ def write_artifact(folder: Path, state_dict: dict[str, torch.Tensor], meta: dict
             v = v.to(weights_dtype)
         tensors[k] = v.contiguous()
     save_file(tensors, str(folder / f".{WEIGHTS}.tmp"), metadata={"format": FORMAT})
+    os.chmod(folder / f".{WEIGHTS}.tmp", 0o644)  # safetensors creates it owner-only; artifacts are shared
     os.replace(folder / f".{WEIGHTS}.tmp", folder / WEIGHTS)
     meta = {"format": FORMAT, **meta}
     ArtifactMeta.model_validate(meta)  # fail at write time, not at serving time
