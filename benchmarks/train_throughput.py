@@ -42,7 +42,7 @@ def data_section(args) -> dict:
         manifest = Path(tempfile.mkdtemp()) / "bench.csv"
         manifest.write_text("\n".join(rows) + "\n")
         return {"name": "csv", "params": {"path": str(manifest), "root": "/"}, "image_size": args.size,
-                "val_fraction": 0.1, "min_val_images": 0}
+                "val_fraction": 0.1}
     return {"name": "synthetic", "params": {"n_train": n + 32, "n_val": 32, "n_test": 0, "size": args.size},
             "image_size": args.size, "min_val_images": 16}
 
