@@ -18,27 +18,37 @@ log = logging.getLogger("pneumo.batcher")
 
 
 class MicroBatcher:
-    """Collects inputs for at most ``max_wait_s`` after the first one, or until ``max_batch``
-    items, then runs ``fn`` once on their concatenation."""
+    """Runs ``fn`` once on the concatenation of concurrently submitted inputs.
+
+    It waits (at most ``max_wait_s`` after the first input, up to ``max_batch`` rows) only for
+    requests that are already in flight, so a lone request never waits at all."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 16, max_wait_s: float = 0.004,
                  timeout_s: float = 120.0) -> None:
         self.fn, self.max_batch, self.max_wait_s, self.timeout_s = fn, max_batch, max_wait_s, timeout_s
         self.q: queue.Queue = queue.Queue()
+        self._inflight = 0
+        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name="pneumo-batcher", daemon=True)
         self.thread.start()
 
     def submit(self, x: np.ndarray) -> np.ndarray:
         """Run ``fn`` on a (n, ...) array as part of a batch; returns its (n, ...) output rows."""
         fut: Future = Future()
-        self.q.put((x, fut))
-        return fut.result(timeout=self.timeout_s)
+        with self._lock:
+            self._inflight += 1
+        try:
+            self.q.put((x, fut))
+            return fut.result(timeout=self.timeout_s)
+        finally:
+            with self._lock:
+                self._inflight -= 1
 
     def _collect(self) -> list:
         items = [self.q.get()]
         size = len(items[0][0])
         deadline = time.monotonic() + self.max_wait_s
-        while size < self.max_batch:
+        while size < self.max_batch and len(items) < self._inflight:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

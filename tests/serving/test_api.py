@@ -45,7 +45,7 @@ def predictor(smoke_artifact, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(predictor, smoke_artifact):
-    settings = Settings(artifact=str(smoke_artifact), serve=ServeSection(max_upload_mb=1, max_batch=4))
+    settings = Settings(artifact=str(smoke_artifact), serve=ServeSection(max_upload_mb=1, max_request_mb=2, max_batch=4))
     return create_app(settings, predictor).test_client()
 
 
@@ -106,7 +106,7 @@ def test_request_errors(client, phantom_png):
     big = _post(client, [("big.png", b"\x89PNG" + b"\x00" * (6 * 1024 * 1024))])
     assert big.status_code == 413 and big.json["error"] == "payload_too_large"
     one_mb = _post(client, [("big.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (1024 * 1024 + 10))])
-    assert one_mb.status_code == 413
+    assert one_mb.status_code == 413 and one_mb.json["error"] == "image_too_large" and "big.png" in one_mb.json["message"]
     assert client.get("/api/v1/nope").status_code == 404
     assert client.get("/api/v1/predict").status_code == 405
 
