@@ -8,8 +8,9 @@ from pneumo_core.records import (AugmentationSpec, DatasetSpec, HealthCheck, Mod
                                  RunInfo, Sample, SampleTable)
 
 __version__ = "0.1.0"
+BUNDLED_ARTIFACT = "models/pneumo-resnet18-kermany"  # the default model, relative to the repository root
 
 __all__ = [
-    "ArtifactError", "AugmentationSpec", "ConfigError", "DatasetSpec", "HealthCheck", "ModelSpec",
+    "BUNDLED_ARTIFACT", "ArtifactError", "AugmentationSpec", "ConfigError", "DatasetSpec", "HealthCheck", "ModelSpec",
     "NoParams", "PluginError", "PneumoError", "RunInfo", "Sample", "SampleTable", "hookimpl",
 ]

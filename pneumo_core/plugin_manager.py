@@ -25,10 +25,12 @@ import pluggy
 
 from pneumo_core import hookspecs
 from pneumo_core.errors import PluginError
+from pneumo_core.records import AugmentationSpec, DatasetSpec, ModelSpec
 
 hookimpl = pluggy.HookimplMarker("pneumo")
 ENTRY_POINT_GROUP = "pneumo"
 _KINDS = {"models": "pneumo_models", "datasets": "pneumo_datasets", "augmentations": "pneumo_augmentations"}
+_RECORD_TYPES = {"models": ModelSpec, "datasets": DatasetSpec, "augmentations": AugmentationSpec}
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class PneumoPluginManager(pluggy.PluginManager):
             found: dict[str, tuple[object, str]] = {}
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 for record in impl.function() or ():
+                    if not isinstance(record, _RECORD_TYPES[kind]):
+                        raise PluginError(f"plugin '{impl.plugin_name}': {hook_name}() must return "
+                                          f"{_RECORD_TYPES[kind].__name__} records, got {type(record).__name__}")
                     if record.name in found:
                         other = found[record.name][1]
                         raise PluginError(

@@ -8,7 +8,7 @@ from typing import Optional
 from pneumo_core.config import read_yaml
 from pneumo_core.config.schema import ServeSection
 
-DEFAULT_ARTIFACT = "models/pneumo-resnet18-kermany"
+from pneumo_core import BUNDLED_ARTIFACT as DEFAULT_ARTIFACT
 
 
 @dataclass

@@ -31,11 +31,9 @@ from adapters.runpod.fetch import FetchError  # noqa: E402
 from adapters.runpod.inputs import InputError, load_images, parse_job_input  # noqa: E402
 from adapters.runpod.settings import RunpodSettings  # noqa: E402
 from pneumo_core.imaging import ImageError, ImageLimits  # noqa: E402
-from pneumo_core.inference import PredictionRejected, PredictRequest, Predictor  # noqa: E402
+from pneumo_core.inference import IMAGE_ERROR_CODES, PredictionRejected, PredictRequest, Predictor  # noqa: E402
 
 log = logging.getLogger("pneumo.runpod")
-IMAGE_ERROR_CODES = {"unreadable": "unreadable_image", "unsupported_format": "unsupported_media_type",
-                     "too_large": "image_too_large"}  # the REST API's codes
 
 _lock = threading.Lock()
 _settings: Optional[RunpodSettings] = None

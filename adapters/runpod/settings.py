@@ -8,7 +8,7 @@ from typing import Mapping, Optional
 
 from adapters.runpod.fetch import FetchPolicy
 
-DEFAULT_ARTIFACT = "models/pneumo-resnet18-kermany"
+from pneumo_core import BUNDLED_ARTIFACT as DEFAULT_ARTIFACT
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 

@@ -26,7 +26,9 @@ def _run(args) -> int:
 
 def add_cli(sub) -> None:
     p = sub.add_parser("serve", help="serve the REST API and web page with gunicorn")
-    p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", "models/pneumo-resnet18-kermany"))
+    from pneumo_core import BUNDLED_ARTIFACT
+
+    p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", BUNDLED_ARTIFACT))
     p.add_argument("--config", help="config whose serve section sets limits and auth")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--host", default="127.0.0.1")

@@ -39,8 +39,10 @@ def assign_splits(table: SampleTable, val_fraction: float, min_val_images: int,
     if len(by_split["val"]) < min_val_images:
         pool = by_split["train"] + by_split["val"] + unsplit
         by_split["train"], by_split["val"] = grouped_split(pool, val_fraction, seed)
-    else:
-        by_split["train"] += unsplit
+    else:  # unsplit images of a validation patient go to validation, so no patient is on both sides
+        val_groups = {s.group for s in by_split["val"]}
+        for s in unsplit:
+            by_split["val" if s.group in val_groups else "train"].append(s)
     for name in ("train", "val"):
         counts = Counter(s.label for s in by_split[name])
         if len(counts) < 2:

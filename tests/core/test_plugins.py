@@ -136,3 +136,12 @@ def test_core_source_never_imports_plugins_by_name():
             for name in names:
                 assert name.split(".")[0] not in ("plugins", "flask", "flask_restx", "runpod", "adapters", "hpc"), \
                     f"{path} imports {name}"
+
+
+def test_a_hook_returning_the_wrong_record_type_is_named(tmp_path):
+    (tmp_path / "sloppy.py").write_text(
+        "from pneumo_core import hookimpl\n@hookimpl\ndef pneumo_models():\n    return [{'name': 'x'}]\n")
+    pm = get_plugin_manager()
+    pm.load_config_plugins([str(tmp_path / "sloppy.py")])
+    with pytest.raises(PluginError, match="plugin 'sloppy': pneumo_models\\(\\) must return ModelSpec records, got dict"):
+        pm.get("models", "resnet18")

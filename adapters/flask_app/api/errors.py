@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from flask import jsonify
 
+from pneumo_core.imaging import ImageError
+from pneumo_core.inference import IMAGE_ERROR_CODES
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -24,5 +27,9 @@ def http_error_body(exc, settings) -> tuple[str, str]:
     return ((exc.name or "error").lower().replace(" ", "_"), exc.description or "")
 
 
-IMAGE_ERROR_STATUS = {"unreadable": (400, "unreadable_image"), "unsupported_format": (415, "unsupported_media_type"),
-                      "too_large": (413, "image_too_large")}
+_STATUS = {"unreadable": 400, "unsupported_format": 415, "too_large": 413}
+
+
+def image_error(exc: ImageError) -> ApiError:
+    """The HTTP error for an unusable image: 400, 415 or 413 with the shared error code."""
+    return ApiError(_STATUS.get(exc.code, 400), IMAGE_ERROR_CODES.get(exc.code, "unreadable_image"), str(exc))

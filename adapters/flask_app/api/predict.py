@@ -6,7 +6,7 @@ from flask_restx import Namespace, Resource, inputs
 from werkzeug.datastructures import FileStorage
 
 from adapters.flask_app.api import schemas
-from adapters.flask_app.api.errors import IMAGE_ERROR_STATUS, ApiError
+from adapters.flask_app.api.errors import ApiError, image_error
 from adapters.flask_app.auth import key_id
 from adapters.flask_app.metrics import PREDICTIONS
 from pneumo_core.imaging import ImageError
@@ -50,8 +50,7 @@ class Predict(Resource):
             response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
                                                         client=key_id(request)))
         except ImageError as exc:
-            status, code = IMAGE_ERROR_STATUS.get(exc.code, (400, "unreadable_image"))
-            raise ApiError(status, code, str(exc)) from None
+            raise image_error(exc) from None
         except PredictionRejected as exc:
             raise ApiError(403, "rejected", str(exc)) from None
         for r in response.results:
