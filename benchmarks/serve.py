@@ -1,12 +1,14 @@
 """Serving: REST latency and throughput beside the bare model forward of the same backend.
 
-For each backend (PyTorch fp32, PyTorch bf16, ONNX Runtime) it starts a real gunicorn server
+For each backend (PyTorch fp32, PyTorch bf16, ONNX Runtime fp32 and int8) it starts a real gunicorn server
 on a free loopback port, measures single-image latency p50/p99 at concurrency 1 and throughput
 at concurrency 1, 4 and 8, and, in this same process, the bare forward of that backend on one
 preprocessed image. Targets on a 2-core CPU at 224 px: REST p50 <= 1.3x the bare forward;
 the fastest backend's throughput >= 4x PyTorch fp32 eager (one image per forward).
 
     python benchmarks/serve.py [--artifact models/pneumo-resnet18-kermany] [--requests 40]
+                               [--calibration DIR]   # int8 calibration images (default: Kermany
+                                                     # train images when present, else phantoms)
 """
 from __future__ import annotations
 
@@ -88,19 +90,36 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", default=str(REPO / "models" / "pneumo-resnet18-kermany"))
     p.add_argument("--requests", type=int, default=40, help="requests per concurrency level")
+    p.add_argument("--calibration", default=str(REPO.parent / "shared" / "data" / "kermany-cxr" / "train"),
+                   help="images for int8 calibration (phantoms when the folder is missing)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pneumo-bench-"))
     art_dir = work / "artifact"
     shutil.copytree(args.artifact, art_dir)
+    calib = Path(args.calibration) if args.calibration else None
+    if calib is None or not calib.is_dir():
+        calib = work / "calibration"
+        calib.mkdir()
+        for i in range(64):
+            from plugins.datasets.synthetic.phantom import render_phantom
+
+            Image.fromarray(render_phantom(i % 2, 224, 5000 + i)).save(calib / f"{i}.png")
     subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", "export", str(art_dir)], check=True,
                    capture_output=True)
+    int8 = subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", "export", str(art_dir), "--format",
+                           "onnx-int8", "--calibration", str(calib)], check=True, capture_output=True, text=True)
+    drift_line = int8.stdout.strip().splitlines()[-1]
     art = load_artifact(art_dir)
     image = test_image(art.meta.preprocessing.image_size)
     x = preprocess(np.asarray(Image.open(io.BytesIO(image))), art.meta.preprocessing)[None]
-    backends = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnx": ("onnx", "fp32")}
+    backends = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnx": ("onnx", "fp32"),
+                "onnx-int8": ("onnx-int8", "fp32")}
     rows = []
     for label, (kind, precision) in backends.items():
-        bare = OnnxBackend(art_dir / "model.onnx") if kind == "onnx" else TorchBackend(build_model(art), precision)
+        if kind.startswith("onnx"):
+            bare = OnnxBackend(art_dir / ("model.onnx" if kind == "onnx" else "model.int8.onnx"), name=kind)
+        else:
+            bare = TorchBackend(build_model(art), precision)
         bare_t = bare_forward(bare, x, args.requests)
         del bare
         srv = LiveServer(art_dir, env={"PNEUMO_BACKEND": kind, "PNEUMO_PRECISION": precision,
@@ -126,7 +145,7 @@ def main() -> int:
               f"{r['thr1']:>10.1f}{r['thr4']:>8.1f}{r['thr8']:>8.1f}{r['thr8'] / base:>18.2f}")
     best = max(rows, key=lambda r: r["thr8"])
     print(f"\nPyTorch fp32 eager, one image per forward: {base:.1f} img/s. Targets: p50 ratio <= 1.3; "
-          f"fastest ({best['backend']}) {best['thr8'] / base:.2f}x >= 4x.")
+          f"fastest ({best['backend']}) {best['thr8'] / base:.2f}x >= 4x.\nint8 calibration ({calib}): {drift_line}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -19,7 +19,7 @@ class RunpodSettings:
 
     PNEUMO_ARTIFACT [models/pneumo-resnet18-kermany]  model artifact folder; a relative path is
         looked up in the working directory, then in the repository root
-    PNEUMO_BACKEND [torch]  torch or onnx (onnx needs ``pneumo[onnx]`` and ``model.onnx``)
+    PNEUMO_BACKEND [torch]  torch, onnx or onnx-int8 (onnx needs ``pneumo[onnx]`` and ``model.onnx``)
     PNEUMO_PRECISION [auto]  auto, fp32 or bf16 (torch backend)
     PNEUMO_MAX_IMAGE_MB [20]  largest image, base64-decoded or downloaded
     PNEUMO_MAX_IMAGES [16]  most images in one job's ``images`` list
@@ -56,8 +56,8 @@ class RunpodSettings:
         """Read the variables above; raises ValueError naming the variable on a bad value."""
         env = os.environ if environ is None else environ
         backend = env.get("PNEUMO_BACKEND", "torch").strip() or "torch"
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"PNEUMO_BACKEND must be torch or onnx, not {backend!r}")
+        if backend not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError(f"PNEUMO_BACKEND must be torch, onnx or onnx-int8, not {backend!r}")
         precision = env.get("PNEUMO_PRECISION", "auto").strip() or "auto"
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"PNEUMO_PRECISION must be auto, fp32 or bf16, not {precision!r}")

@@ -66,7 +66,7 @@ def sha256_file(path: Path) -> str:
 
 def write_checksums(folder: Path) -> None:
     """(Re)write SHA256SUMS over the files loading depends on."""
-    names = [n for n in (WEIGHTS, META, "model.onnx") if (folder / n).exists()]
+    names = [n for n in (WEIGHTS, META, "model.onnx", "model.int8.onnx") if (folder / n).exists()]
     lines = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in names)
     tmp = folder / f".{SUMS}.tmp"
     tmp.write_text(lines)
@@ -153,7 +153,7 @@ def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype
         raise ArtifactError(f"{dst} is inside the source artifact {art.folder}; choose a folder outside it")
     if dst.exists():
         dst.rmdir()
-    shutil.copytree(art.folder, dst, ignore=shutil.ignore_patterns("model.onnx", "eval-*", ".*"))
+    shutil.copytree(art.folder, dst, ignore=shutil.ignore_patterns("model*.onnx", "eval-*", ".*"))
     raw = {k: v for k, v in art.raw.items() if k != "format"}
     raw["weights_dtype"] = str(weights_dtype).replace("torch.", "")
     write_artifact(dst, art.state_dict, raw, weights_dtype=weights_dtype)

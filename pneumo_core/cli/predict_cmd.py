@@ -47,6 +47,6 @@ def add_cli(sub) -> None:
     p.add_argument("artifact", help="model artifact folder, e.g. models/pneumo-resnet18-kermany")
     p.add_argument("images", nargs="+", help="JPEG, PNG or DICOM files")
     p.add_argument("--json", action="store_true", help="print the shared response schema as JSON")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
     p.set_defaults(handler=_run)

@@ -30,7 +30,7 @@ def add_cli(sub) -> None:
 
     p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", BUNDLED_ARTIFACT))
     p.add_argument("--config", help="config whose serve section sets limits and auth")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int)

@@ -73,7 +73,7 @@ class ServeSection(_Section):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     threads: int = Field(4, ge=1)
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_upload_mb: float = Field(20, gt=0, description="Largest image file.")
     max_request_mb: float = Field(50, gt=0, description="Largest request body (all files together).")

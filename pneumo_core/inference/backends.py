@@ -35,15 +35,15 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    name = "onnx"
-
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, name: str = "onnx") -> None:
+        self.name = name
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise PneumoError("the onnx backend needs onnxruntime: pip install 'pneumo[onnx]'") from exc
         if not path.is_file():
-            raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format onnx` first")
+            fmt = "onnx-int8 --calibration DIR" if path.name == "model.int8.onnx" else "onnx"
+            raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format {fmt}` first")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -38,12 +38,13 @@ class Predictor:
         self.model = build_model(self.artifact, self.pm)
         self.prep = meta.preprocessing
         self.limits = limits
-        if backend == "onnx":
-            self.backend = OnnxBackend(self.artifact.folder / "model.onnx")
+        if backend in ("onnx", "onnx-int8"):
+            self.backend = OnnxBackend(self.artifact.folder / ("model.onnx" if backend == "onnx" else "model.int8.onnx"),
+                                       name=backend)
         elif backend == "torch":
             self.backend = TorchBackend(self.model, precision)
         else:
-            raise ValueError(f"backend must be torch or onnx, not {backend!r}")
+            raise ValueError(f"backend must be torch, onnx or onnx-int8, not {backend!r}")
         spec = self.pm.get("models", meta.model.name)
         self._cam_layer = spec.cam_layer(self.model)
         self._cam: Optional[GradCamRenderer] = None

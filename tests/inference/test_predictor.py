@@ -128,3 +128,23 @@ def test_heatmaps_do_not_disturb_concurrent_predictions(smoke_artifact, images):
     np.testing.assert_allclose([r.probability for r in results], np.tile(plain, 3), atol=1e-5)
     assert all((r.heatmap_png_base64 is not None) == (i % 2 == 0) for i, r in enumerate(results))
     assert len(predictor._cam.cam.activations_and_grads.activations) <= 1, "no activations pile up"
+
+
+def test_int8_export_serves_close_to_fp32(onnx_artifact, images, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(16):
+        (calib / f"c{i}.png").write_bytes(_png(render_phantom(i % 2, 96, 300 + i)))
+    (calib / "notes.txt").write_text("ignored")
+    out = run_cli("export", str(onnx_artifact), "--format", "onnx-int8", "--calibration", str(calib), timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "largest probability change" in out.stdout
+    assert "model.int8.onnx" in (onnx_artifact / "SHA256SUMS").read_text()
+    int8 = Predictor(onnx_artifact, backend="onnx-int8")
+    assert int8.info.backend == "onnx-int8"
+    fp32 = _probs(Predictor(onnx_artifact, backend="onnx"), images)
+    np.testing.assert_allclose(_probs(int8, images), fp32, atol=0.15)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = run_cli("export", str(onnx_artifact), "--format", "onnx-int8", "--calibration", str(empty))
+    assert bad.returncode == 2 and "needs at least 8" in bad.stderr
