@@ -110,24 +110,23 @@ class JobPlan:
         return f"{self.output_dir.rstrip('/') or '/'}/{name}" if self.output_dir not in ("", ".") else name
 
 
-def default_pneumo(activate: Optional[str]) -> str:
-    """``pneumo`` when an environment is activated in the job, else this interpreter's pneumo."""
+def _console_script(name: str, module: str, activate: Optional[str]) -> str:
+    """``name`` when an environment is activated in the job, else this interpreter's script
+    (or ``python -m module`` when the script is missing)."""
     if activate:
-        return "pneumo"
-    script = Path(os.path.abspath(sys.executable)).parent / "pneumo"
+        return name
+    script = Path(os.path.abspath(sys.executable)).parent / name
     if script.is_file() and os.access(script, os.X_OK):
         return shlex.quote(str(script))
-    return f"{shlex.quote(os.path.abspath(sys.executable))} -m pneumo_core.cli.main"
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m {module}"
+
+
+def default_pneumo(activate: Optional[str]) -> str:
+    return _console_script("pneumo", "pneumo_core.cli.main", activate)
 
 
 def default_torchrun(activate: Optional[str]) -> str:
-    """``torchrun`` when an environment is activated in the job, else this interpreter's torchrun."""
-    if activate:
-        return "torchrun"
-    script = Path(os.path.abspath(sys.executable)).parent / "torchrun"
-    if script.is_file() and os.access(script, os.X_OK):
-        return shlex.quote(str(script))
-    return f"{shlex.quote(os.path.abspath(sys.executable))} -m torch.distributed.run"
+    return _console_script("torchrun", "torch.distributed.run", activate)
 
 
 def _words(what: str, command: str) -> tuple[str, ...]:

@@ -5,7 +5,6 @@ format, covering weights, metadata and ``model.onnx`` when present), ``report.md
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import ArtifactError
+from pneumo_core.hashing import sha256_file
 
 FORMAT = "pneumo-artifact/1"
 WEIGHTS, META, SUMS = "model.safetensors", "model.json", "SHA256SUMS"
@@ -54,14 +54,6 @@ class Artifact:
     @property
     def temperature(self) -> float:
         return float(self.meta.calibration.get("temperature", 1.0))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_checksums(folder: Path) -> None:

@@ -12,7 +12,6 @@ The archive's URL can be changed with ``url=`` or the ``PNEUMO_KERMANY_URL`` env
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pneumo_core.errors import PneumoError
+from pneumo_core.hashing import sha256_file
 
 KERMANY_URL = (
     "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
@@ -259,18 +259,10 @@ def _verify(path: Path, expected_size: int | None,
         return f"not a readable zip archive ({_one_line(exc)})", ""
     if bad is not None:
         return f"zip member {bad!r} fails its CRC check", ""
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         return f"SHA-256 is {digest}, expected {expected_sha256}", digest
     return None, digest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- unpacking
