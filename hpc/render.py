@@ -248,7 +248,7 @@ def plan_job(config_path: str | os.PathLike[str], overrides: Sequence[str] = (),
 
     return JobPlan(
         template=template, name=cfg.name, config=config, overrides=overrides,
-        job_name=_sbatch_value("--job-name", _pick(options.job_name, hpc.job_name)),
+        job_name=_sbatch_value("--job-name", _pick(options.job_name, hpc.job_name) or rc.config.name),
         partition=_sbatch_value("--partition", _pick(options.partition, hpc.partition)),
         account=_sbatch_value("--account", _pick(options.account, hpc.account)),
         qos=_sbatch_value("--qos", _pick(options.qos, hpc.qos)),

@@ -25,7 +25,10 @@ if __package__ in (None, ""):  # run as a script: import `adapters` from this ch
     if _ROOT not in sys.path:
         sys.path.insert(0, _ROOT)
 
-import runpod  # noqa: E402
+try:
+    import runpod  # noqa: E402
+except ModuleNotFoundError:  # the worker's SDK is an extra
+    sys.exit("pneumo runpod worker: the runpod SDK is not installed: pip install -e '.[runpod]'")
 
 from adapters.runpod.fetch import FetchError  # noqa: E402
 from adapters.runpod.inputs import InputError, load_images, parse_job_input  # noqa: E402

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from pneumo_core.cli.config_cmd import add_set_option
@@ -13,6 +14,8 @@ def _run(args) -> int:
     metrics = evaluate_artifact(args.artifact, args.data, split=args.split, out_dir=Path(args.out) if args.out else None,
                                 overrides=args.set or [], bootstrap=args.bootstrap)
     print(json.dumps(metrics, indent=2))
+    out = Path(args.out) if args.out else Path(args.artifact) / f"eval-{args.split}"
+    print(f"wrote metrics.json, report.md and plots to {out}", file=sys.stderr)
     return 0
 
 

@@ -92,7 +92,7 @@ class HpcSection(_Section):
     gpus_per_node: int = Field(0, ge=0)
     cpus_per_task: int = Field(4, ge=1)
     mem: Optional[str] = Field("16G", description="Memory per node, e.g. 32G.")
-    job_name: str = "pneumo"
+    job_name: Optional[str] = Field(None, description="Slurm job name (default: the experiment name).")
     output_dir: str = Field("runs", description="Where run directories and Slurm logs go.")
     activate: Optional[str] = Field(None, description="Shell line that activates the environment, "
                                     "e.g. 'source .venv/bin/activate' or 'conda activate pneumo'.")

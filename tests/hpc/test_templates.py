@@ -237,7 +237,7 @@ def test_submit_reports_sbatch_failure_and_prints_the_job_id(tmp_path):
     proc = run_cli("hpc", "submit", SMOKE, "--set", SWEEP2, "--array", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "4242"
-    assert "log runs/pneumo-4242_<task>.out" in proc.stderr
+    assert "log runs/smoke-4242_<task>.out" in proc.stderr
     assert (tmp_path / "args").read_text().split() == ["--parsable", "runs/smoke/array.sbatch"]
     assert (tmp_path / "runs" / "smoke" / "array.sbatch").read_text().startswith("#!/bin/bash\n")
 

@@ -173,7 +173,7 @@ def test_settings_from_env(tmp_path, monkeypatch):
     assert RunpodSettings.from_env({"PNEUMO_ARTIFACT": "m"}).artifact == tmp_path / "m"
     for env, message in [({"PNEUMO_MAX_IMAGE_MB": "big"}, "PNEUMO_MAX_IMAGE_MB must be a number > 0"),
                          ({"PNEUMO_MAX_IMAGES": "0"}, "PNEUMO_MAX_IMAGES must be an integer > 0"),
-                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND must be torch or onnx"),
+                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND must be torch, onnx or onnx-int8"),
                          ({"PNEUMO_ALLOW_PRIVATE_URLS": "sure"}, "PNEUMO_ALLOW_PRIVATE_URLS must be 1 or 0")]:
         with pytest.raises(ValueError, match=message):
             RunpodSettings.from_env(env)

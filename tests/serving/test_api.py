@@ -182,3 +182,9 @@ def test_settings_from_env(tmp_path):
     assert s.serve.max_upload_mb == 3 and s.max_upload_bytes == 3 * 1024 * 1024
     assert s.api_keys == frozenset({"a", "b"}) and s.artifact == "x"
     assert Settings.from_env({}).api_keys == frozenset()
+
+
+def test_bad_heatmap_flag_is_a_400(client, phantom_png):
+    r = client.post("/api/v1/predict", data={"file": (io.BytesIO(phantom_png), "x.png"), "heatmap": "maybe"},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400 and "heatmap must be true or false" in r.json["message"]

@@ -43,7 +43,10 @@ class Predict(Resource):
         settings = current_app.config["PNEUMO_SETTINGS"]
         if len(files) > settings.serve.max_batch:
             raise ApiError(400, "too_many_files", f"{len(files)} files: send at most {settings.serve.max_batch} per request")
-        heatmap = str(request.form.get("heatmap", "false")).lower() in ("1", "true", "yes", "on")
+        flag = str(request.form.get("heatmap", "false")).lower()
+        if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ApiError(400, "bad_parameter", f"heatmap must be true or false, not {flag!r}")
+        heatmap = flag in ("1", "true", "yes", "on")
         images = [InputImage(name=f.filename or f"upload-{i}", data=f.read()) for i, f in enumerate(files)]
         predictor = current_app.config["PNEUMO_PREDICTOR"]
         try:
