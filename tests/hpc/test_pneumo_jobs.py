@@ -76,16 +76,21 @@ def test_submitted_job_trains_an_artifact(slurm_cluster, tmp_path):
     assert "training finished" in log
 
 
+def usr1_mid_training(slurm_cluster, job: str, tmp_path: Path) -> None:
+    """Send the batch shell what Slurm sends signal_seconds before the time limit
+    (--signal=B:USR1@...), once the trainer is mid-run with its handlers installed
+    (metrics.csv appears after the first epoch)."""
+    slurm_cluster.wait_for_state(job, {"RUNNING"}, timeout=60)
+    wait_for_file(tmp_path / "runs" / "smoke" / "metrics.csv", 120, slurm_cluster, job, tmp_path)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20,
+                   env={**os.environ, **slurm_cluster.env})
+
+
 def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     epochs = 12
     job = submit(slurm_cluster, tmp_path, "--set", f"train.epochs={epochs}", "--set", "train.batch_size=16",
                  "--cpus-per-task", "1", "--mem", "1G", "--job-name", "pneumo-preempt")
-    slurm_cluster.wait_for_state(job, {"RUNNING"}, timeout=60)
-    # metrics.csv appears after the first epoch: the trainer is mid-run with its handlers installed
-    wait_for_file(tmp_path / "runs" / "smoke" / "metrics.csv", 120, slurm_cluster, job, tmp_path)
-    # what Slurm sends signal_seconds before the time limit (--signal=B:USR1@...)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20,
-                   env={**os.environ, **slurm_cluster.env})
+    usr1_mid_training(slurm_cluster, job, tmp_path)
 
     wait_done(slurm_cluster, job, tmp_path)
     log = logs(tmp_path)
@@ -125,10 +130,7 @@ def test_cpu_ddp_job_requeues_after_usr1(slurm_cluster, tmp_path):
     job = submit(slurm_cluster, tmp_path, "--set", f"train.epochs={epochs}", "--set", "train.batch_size=16",
                  "--template", "multi", "--nodes", "1", "--procs-per-node", "2", "--cpus-per-task", "2",
                  "--mem", "2G", "--rdzv-port", str(free_port()), "--job-name", "pneumo-ddp-preempt")
-    slurm_cluster.wait_for_state(job, {"RUNNING"}, timeout=60)
-    wait_for_file(tmp_path / "runs" / "smoke" / "metrics.csv", 120, slurm_cluster, job, tmp_path)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20,
-                   env={**os.environ, **slurm_cluster.env})
+    usr1_mid_training(slurm_cluster, job, tmp_path)
 
     wait_done(slurm_cluster, job, tmp_path)
     log = logs(tmp_path)
