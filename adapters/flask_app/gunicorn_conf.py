@@ -17,10 +17,6 @@ limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
 
-# OpenMP threads that spin after each forward steal the CPU from the threads parsing the next
-# request; passive waiting lowers REST latency on small machines (set before workers import torch).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pneumo-prom-")
 

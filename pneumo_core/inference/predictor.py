@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from pneumo_core.inference.schema import ImageResult, ModelInfo, PredictRequest,
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
 
 log = logging.getLogger("pneumo.predictor")
+T = TypeVar("T")
 
 
 class Predictor:
@@ -32,29 +33,44 @@ class Predictor:
     def __init__(self, artifact_dir: str | Path, backend: str = "torch", precision: str = "auto",
                  limits: ImageLimits = ImageLimits(), pm: Optional[PneumoPluginManager] = None,
                  batching: bool = True, max_batch: int = 16, warmup: bool = True) -> None:
-        self.artifact: Artifact = load_artifact(artifact_dir)
-        meta = self.artifact.meta
-        self.pm = pm or get_plugin_manager(artifact_plugins(self.artifact))
-        self.model = build_model(self.artifact, self.pm)
-        self.prep = meta.preprocessing
-        self.limits = limits
-        if backend in ("onnx", "onnx-int8"):
-            self.backend = OnnxBackend(self.artifact.folder / ("model.onnx" if backend == "onnx" else "model.int8.onnx"),
-                                       name=backend)
-        elif backend == "torch":
-            self.backend = TorchBackend(self.model, precision)
-        else:
+        if backend not in ("torch", "onnx", "onnx-int8"):
             raise ValueError(f"backend must be torch, onnx or onnx-int8, not {backend!r}")
-        spec = self.pm.get("models", meta.model.name)
-        self._cam_layer = spec.cam_layer(self.model)
+        self.limits = limits
         self._cam: Optional[GradCamRenderer] = None
         self._cam_lock = threading.Lock()
-        self._batcher = MicroBatcher(self.backend, max_batch=max_batch) if batching else None
+        # With batching, all tensor work, loading included, runs on the batcher's compute thread
+        # (see batcher.py for why).
+        self._batcher = MicroBatcher(self._forward, max_batch=max_batch) if batching else None
+        try:
+            self._on_compute_thread(lambda: self._load(artifact_dir, backend, precision, pm))
+        except BaseException:
+            self.close()
+            raise
+        meta = self.artifact.meta
+        self.prep = meta.preprocessing
+        self._cam_layer = self.pm.get("models", meta.model.name).cam_layer(self.model)
         self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
                               classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
         self.ready = False
         if warmup:
             self.warmup()
+
+    def _load(self, artifact_dir: str | Path, backend: str, precision: str,
+              pm: Optional[PneumoPluginManager]) -> None:
+        self.artifact: Artifact = load_artifact(artifact_dir)
+        self.pm = pm or get_plugin_manager(artifact_plugins(self.artifact))
+        self.model = build_model(self.artifact, self.pm)
+        if backend == "torch":
+            self.backend = TorchBackend(self.model, precision)
+        else:
+            onnx_file = "model.onnx" if backend == "onnx" else "model.int8.onnx"
+            self.backend = OnnxBackend(self.artifact.folder / onnx_file, name=backend)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.backend(batch)
+
+    def _on_compute_thread(self, job: Callable[[], T]) -> T:
+        return self._batcher.call(job) if self._batcher else job()
 
     # -- lifecycle ------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -64,6 +80,11 @@ class Predictor:
         self.logits(np.zeros((1, self.prep.in_chans, size, size), np.float32))
         self.ready = True
         self.pm.hook.pneumo_predictor_loaded(predictor=self)
+
+    def close(self) -> None:
+        """Stop the compute thread (requests after this fail); idempotent."""
+        if self._batcher:
+            self._batcher.close()
 
     def health(self) -> list[dict]:
         """Readiness checks: model warmed up, plus every plugin's ``pneumo_health_checks``."""
@@ -89,15 +110,17 @@ class Predictor:
         return load_image(data, name=name, limits=self.limits)
 
     def heatmap_png(self, resized: np.ndarray, x: np.ndarray) -> bytes:
+        return overlay_png(resized, self._on_compute_thread(lambda: self._cam_map(x)))
+
+    def _cam_map(self, x: np.ndarray) -> np.ndarray:
         with self._cam_lock:
             if self._cam is None:
-                # Grad-CAM keeps hooks on the model it is given: use a private copy so serving
-                # forwards on other threads neither feed its buffers nor race with it.
+                # Grad-CAM keeps hooks on the model it is given: use a private copy so forwards
+                # neither feed its buffers nor race with it.
                 cam_model = copy.deepcopy(self.model).float().eval()
                 layer_name = next(n for n, m in self.model.named_modules() if m is self._cam_layer)
                 self._cam = GradCamRenderer(cam_model, cam_model.get_submodule(layer_name))
-            cam = self._cam(x)
-        return overlay_png(resized, cam)
+            return self._cam(x)
 
     # -- requests -------------------------------------------------------------------------
     def predict(self, request: PredictRequest) -> PredictResponse:

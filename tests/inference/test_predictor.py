@@ -148,3 +148,19 @@ def test_int8_export_serves_close_to_fp32(onnx_artifact, images, tmp_path):
     empty.mkdir()
     bad = run_cli("export", str(onnx_artifact), "--format", "onnx-int8", "--calibration", str(empty))
     assert bad.returncode == 2 and "needs at least 8" in bad.stderr
+
+
+def test_all_model_work_runs_on_one_thread(smoke_artifact, images):
+    """Forwards and Grad-CAM from many request threads all run on the compute thread, so only
+    one OpenMP pool exists (a second one makes every forward slower, see batcher.py)."""
+    import threading
+
+    predictor = Predictor(smoke_artifact, precision="fp32")
+    seen: set[str] = set()
+    predictor.model.register_forward_hook(lambda *_: seen.add(threading.current_thread().name))
+    predictor._cam = None  # the Grad-CAM copy is made after this point, so it carries the hook
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: predictor.predict(PredictRequest(images=[images[i]], heatmap=i % 2 == 0)),
+                      range(len(images))))
+    assert seen == {"pneumo-compute"}
+    predictor.close()
