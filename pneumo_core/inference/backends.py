@@ -3,7 +3,6 @@ batch (N, C, S, S) to (N, classes) float32 logits."""
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,9 @@ class TorchBackend:
 
 
 class OnnxBackend:
+    """``threads=0`` uses the process's torch thread count, which the gunicorn config splits
+    between workers, so ONNX Runtime and PyTorch serve with the same core budget."""
+
     def __init__(self, path: Path, threads: int = 0, name: str = "onnx") -> None:
         self.name = name
         try:
@@ -45,7 +47,7 @@ class OnnxBackend:
             fmt = "onnx-int8 --calibration DIR" if path.name == "model.int8.onnx" else "onnx"
             raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format {fmt}` first")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
