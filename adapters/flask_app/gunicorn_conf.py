@@ -17,8 +17,9 @@ limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
 
+_own_metrics_dir = None
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pneumo-prom-")
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pneumo-prom-")
 
 
 def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
@@ -33,3 +34,11 @@ def child_exit(server, worker):  # noqa: ARG001
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    """Remove the metrics folder this config created (a user-given one is left alone)."""
+    if _own_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

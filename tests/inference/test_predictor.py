@@ -70,6 +70,21 @@ def test_concurrent_requests_are_batched_transparently(smoke_artifact, images):
     assert len(calls) < len(images), f"8 concurrent requests ran as {calls}"
 
 
+def test_onnx_runtime_takes_the_torch_thread_budget(onnx_artifact):
+    """gunicorn's post_fork splits cores between workers through torch.set_num_threads."""
+    import torch
+
+    from pneumo_core.inference.backends import OnnxBackend
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        backend = OnnxBackend(onnx_artifact / "model.onnx")
+    finally:
+        torch.set_num_threads(before)
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+
+
 def test_missing_onnx_file_is_clear(smoke_artifact):
     from pneumo_core import ArtifactError
 

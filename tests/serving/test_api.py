@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters.flask_app import create_app
+from adapters.flask_app.app import create_app
 from adapters.flask_app.settings import Settings
 from pneumo_core.config.schema import ServeSection
 from pneumo_core.imaging import ImageLimits

@@ -134,3 +134,30 @@ def test_concurrent_load_no_errors_stable_memory(server, phantom_png):
     assert errors == [] and len(latencies) == 200
     assert after - before < 150 * 1024 * 1024, f"worker memory grew by {(after - before) / 2**20:.0f} MiB"
     assert requests.get(server.url + "/api/v1/ready", timeout=10).status_code == 200
+
+
+def test_one_worker_per_core_serves_and_aggregates_metrics(smoke_artifact, phantom_png):
+    """The throughput deployment (PNEUMO_WORKERS > 1): every worker answers, /metrics adds them up."""
+    srv = LiveServer(smoke_artifact, workers=2, threads=2).start()
+    try:
+        assert len(srv.worker_pids()) == 2
+        statuses: list[int] = []
+
+        def client():
+            with requests.Session() as s:  # one connection per client: they land on either worker
+                for _ in range(6):
+                    statuses.append(s.post(srv.url + "/api/v1/predict", timeout=60,
+                                           files={"file": ("x.png", phantom_png, "image/png")}).status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert statuses == [200] * 24
+        metrics = requests.get(srv.url + "/metrics", timeout=10).text
+        counted = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                      if line.startswith("pneumo_predictions_total{"))
+        assert counted == 24, metrics[:2000]
+    finally:
+        srv.stop()
