@@ -162,7 +162,7 @@ def main() -> int:
         try:
             rest_run(srv.port, [image], 8, 16)  # warm-up, both workers
             _, many1 = rest_run(srv.port, [image], 8, 4 * args.requests)
-            _, many_b = rest_run(srv.port, [image] * batch, 8, max(16, args.requests // 2))
+            _, many_b = rest_run(srv.port, [image] * batch, 8, 8 * max(2, args.requests // 8))
         finally:
             srv.stop()
         rows.append(dict(backend=label, bare_p50=pct(bare_t, 50), bare_ips=1 / statistics.median(bare_t),

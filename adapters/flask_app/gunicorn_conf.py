@@ -29,6 +29,13 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def post_worker_init(worker):  # noqa: ARG001
+    """The app and its model are loaded: keep them out of later garbage collections."""
+    from pneumo_core.inference.serving_process import freeze_after_load
+
+    freeze_after_load()
+
+
 def child_exit(server, worker):  # noqa: ARG001
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

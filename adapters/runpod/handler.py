@@ -35,6 +35,7 @@ from adapters.runpod.inputs import InputError, load_images, parse_job_input  # n
 from adapters.runpod.settings import RunpodSettings  # noqa: E402
 from pneumo_core.imaging import ImageError, ImageLimits  # noqa: E402
 from pneumo_core.inference import IMAGE_ERROR_CODES, PredictionRejected, PredictRequest, Predictor  # noqa: E402
+from pneumo_core.inference.serving_process import freeze_after_load  # noqa: E402
 
 log = logging.getLogger("pneumo.runpod")
 
@@ -114,6 +115,7 @@ def main() -> None:
     except Exception as exc:
         sys.exit(f"pneumo runpod worker: cannot start: {exc}")
     log.info("model %s %s loaded (%s)", predictor.info.name, predictor.info.version, predictor.info.backend)
+    freeze_after_load()
     runpod.serverless.start({"handler": handler, "concurrency_modifier": concurrency_modifier})
 
 

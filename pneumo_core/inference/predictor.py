@@ -28,7 +28,10 @@ T = TypeVar("T")
 
 class Predictor:
     """Loads an artifact once; ``predict(request)`` decodes, checks, batches, calibrates and
-    thresholds, firing the deployment hooks around it."""
+    thresholds, firing the deployment hooks around it.
+
+    Thread-safe. With ``batching`` (the default) every model operation, loading included, runs on
+    one compute thread that merges concurrent requests; ``close()`` stops it."""
 
     def __init__(self, artifact_dir: str | Path, backend: str = "torch", precision: str = "auto",
                  limits: ImageLimits = ImageLimits(), pm: Optional[PneumoPluginManager] = None,
