@@ -14,7 +14,7 @@ fastest backend's batch throughput >= 4x PyTorch fp32 eager (one image per forwa
 The load generator shares the two cores with the server, so it is kept lean: http.client on
 keep-alive connections, one multipart body per request with a fresh boundary (as browsers do).
 
-    python benchmarks/serve.py [--artifact models/pneumo-resnet18-kermany] [--requests 40]
+    python benchmarks/serve.py [--artifact models/pneumo-resnet18-kermany] [--requests 100]
                                [--calibration DIR]   # int8 calibration images (default: Kermany
                                                      # train images when present, else phantoms)
 """
@@ -113,7 +113,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", default=str(REPO / "models" / "pneumo-resnet18-kermany"))
-    p.add_argument("--requests", type=int, default=40, help="requests per concurrency level")
+    p.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
     p.add_argument("--calibration", default=str(REPO.parent / "shared" / "data" / "kermany-cxr" / "train"),
                    help="images for int8 calibration (phantoms when the folder is missing)")
     args = p.parse_args()
