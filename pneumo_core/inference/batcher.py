@@ -71,8 +71,8 @@ class MicroBatcher:
         self.q.put((kind, payload, fut))
         return fut.result(timeout=self.timeout_s)
 
-    def _next(self, timeout: float | None = None) -> tuple:
-        return self._later.popleft() if self._later else self.q.get(timeout=timeout)
+    def _next(self) -> tuple:
+        return self._later.popleft() if self._later else self.q.get()
 
     def _collect(self) -> list:
         first = self._next()
@@ -101,17 +101,22 @@ class MicroBatcher:
             kind, payload, fut = items[0]
             if kind == _STOP:
                 return
+            if kind == _CALL:
+                try:
+                    result = payload()
+                except BaseException as exc:  # noqa: BLE001 - the caller re-raises it
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+                continue
             try:
-                if kind == _CALL:
-                    fut.set_result(payload())
-                    continue
                 out = self.fn(np.concatenate([x for _, x, _ in items]))
                 start = 0
                 for _, x, f in items:
                     f.set_result(out[start:start + len(x)])
                     start += len(x)
             except BaseException as exc:  # noqa: BLE001 - hand any failure to the callers, keep serving
-                log.exception("%s failed on the compute thread", kind)
+                log.exception("batched forward failed")
                 for _, _, f in items:
                     if not f.done():
                         f.set_exception(exc)
