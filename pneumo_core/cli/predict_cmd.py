@@ -1,52 +1,104 @@
-"""``pneumo predict ARTIFACT IMAGE...``: label and probability per image."""
+"""``pneumo predict ARTIFACT IMAGE|FOLDER...``: label and probability per image.
+
+Files are classified in batches of ``--batch-size``, so a folder of thousands of images runs in
+bounded memory. A file that cannot be read, decoded or is refused by a plugin is reported on
+stderr and skipped; the others are still classified, and the exit status is then 2.
+"""
 from __future__ import annotations
 
+import base64
 import sys
+import time
+import uuid
 from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
+
+
+def expand_inputs(names: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders as their image files (recursive, sorted): (paths, errors)."""
+    paths, errors = [], []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += found
+            if not found:
+                errors.append(f"{name}: no .jpg, .jpeg, .png or .dcm files in this folder")
+        elif path.is_file():
+            paths.append(path)
+        else:
+            errors.append(f"{name}: file not found")
+    return paths, errors
+
+
+def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) -> list:
+    """Results for ``paths`` as one request; on a bad file, one request per file to isolate it."""
+    from pneumo_core.imaging import ImageError
+    from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
+
+    def request(group: list[Path]):
+        images = [InputImage(name=p.name, data=p.read_bytes()) for p in group]
+        return predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="cli")).results
+
+    try:
+        return request(paths)
+    except (ImageError, PredictionRejected, OSError) as exc:
+        if len(paths) == 1:
+            errors.append(f"{paths[0]}: {exc}")
+            return []
+    return [r for p in paths for r in _classify(predictor, [p], heatmap, errors)]
 
 
 def _run(args) -> int:
-    from pneumo_core.imaging import ImageError
-    from pneumo_core.inference import InputImage, PredictRequest, Predictor
+    from tqdm.auto import tqdm
 
-    predictor = Predictor(args.artifact, backend=args.backend, batching=False)
-    images = []
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            print(f"error: {name}: file not found", file=sys.stderr)
-            return 2
-        images.append(InputImage(name=path.name, data=path.read_bytes()))
-    try:
-        response = predictor.predict(PredictRequest(images=images, heatmap=bool(args.heatmap_dir), source="cli"))
-    except ImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from pneumo_core.inference import PredictResponse, Predictor
+
+    paths, errors = expand_inputs(args.images)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if not paths:
         return 2
-    if args.heatmap_dir:
-        import base64
-
-        out = Path(args.heatmap_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for r in response.results:
-            (out / f"{Path(r.name).stem}_gradcam.png").write_bytes(base64.b64decode(r.heatmap_png_base64 or ""))
-            r.heatmap_png_base64 = None
-    if args.json:
+    predictor = Predictor(args.artifact, backend=args.backend, batching=False)
+    heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
+    if heatmap_dir:
+        heatmap_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    width = max(len(p.name) for p in paths)
+    results, failed = [], []
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=None, file=sys.stderr) as bar:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = paths[start:start + args.batch_size]
+            for r in _classify(predictor, chunk, heatmap_dir is not None, failed):
+                if heatmap_dir:
+                    (heatmap_dir / f"{Path(r.name).stem}_gradcam.png").write_bytes(base64.b64decode(r.heatmap_png_base64))
+                    r.heatmap_png_base64 = None
+                results.append(r)
+                if not args.json:
+                    warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
+                    bar.write(f"{r.name:<{width}}  {r.label:<10} p={r.probability:.4f}{warn}", file=sys.stdout)
+            for message in failed:
+                bar.write(f"error: {message}", file=sys.stderr)
+            errors += failed
+            failed.clear()
+            bar.update(len(chunk))
+    info = predictor.info
+    if args.json:  # all batches as one response of the shared schema
+        response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results,
+                                   elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         print(response.model_dump_json(indent=2))
-        return 0
-    width = max(len(r.name) for r in response.results)
-    for r in response.results:
-        warn = f"  [{'; '.join(r.warnings)}]" if r.warnings else ""
-        print(f"{r.name:<{width}}  {r.label:<10} p={r.probability:.4f}{warn}")
-    print(f"model {response.model.name} {response.model.version}, threshold {response.model.threshold:.4f}",
-          file=sys.stderr)
-    return 0
+    print(f"model {info.name} {info.version}, threshold {info.threshold:.4f}: {len(results)} classified"
+          + (f", {len(errors)} failed" if errors else ""), file=sys.stderr)
+    return 2 if errors else 0
 
 
 def add_cli(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a model artifact")
     p.add_argument("artifact", help="model artifact folder, e.g. models/pneumo-resnet18-kermany")
-    p.add_argument("images", nargs="+", help="JPEG, PNG or DICOM files")
+    p.add_argument("images", nargs="+", help="JPEG, PNG or DICOM files, or folders of them")
     p.add_argument("--json", action="store_true", help="print the shared response schema as JSON")
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.set_defaults(handler=_run)

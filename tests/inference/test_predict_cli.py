@@ -1,0 +1,39 @@
+"""`pneumo predict` over many files: folders, batches, and bad files that do not stop the rest."""
+from __future__ import annotations
+
+import json
+
+from harness import run_cli
+
+
+def test_folder_in_batches_skips_bad_files_and_reports_them(smoke_artifact, phantom_png, tmp_path):
+    folder = tmp_path / "xrays"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.png", "sub/c.png", "d.PNG"):
+        (folder / name).write_bytes(phantom_png)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "notes.txt").write_text("not an image, and not picked up")
+    out = run_cli("predict", str(smoke_artifact), str(folder), str(tmp_path / "missing.png"),
+                  "--batch-size", "2", "--json")
+    assert out.returncode == 2, out.stderr
+    body = json.loads(out.stdout)
+    assert sorted(r["name"] for r in body["results"]) == ["a.png", "b.png", "c.png", "d.PNG"]
+    assert body["model"]["name"] == "smoke" and body["request_id"]
+    assert "broken.jpg" in out.stderr and "missing.png: file not found" in out.stderr
+    assert "4 classified, 2 failed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_text_output_lists_each_image(smoke_artifact, phantom_png, tmp_path):
+    for name in ("one.png", "two.png", "three.png"):
+        (tmp_path / name).write_bytes(phantom_png)
+    out = run_cli("predict", str(smoke_artifact), *(str(tmp_path / n) for n in ("one.png", "two.png", "three.png")),
+                  "--batch-size", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["one.png", "two.png", "three.png"]
+    assert all(" p=" in line for line in lines)
+
+
+def test_empty_folder_is_an_error(smoke_artifact, tmp_path):
+    out = run_cli("predict", str(smoke_artifact), str(tmp_path))
+    assert out.returncode == 2 and "no .jpg, .jpeg, .png or .dcm files" in out.stderr
