@@ -111,7 +111,25 @@ def load_config(path: str | Path, overrides: Sequence[str] = (),
     """Read a YAML config, apply ``--set`` overrides, validate it and its plugins' params."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
-    return resolve(data, str(path), path.resolve().parent, pm)
+    try:
+        return resolve(data, str(path), path.resolve().parent, pm)
+    except ConfigError as exc:
+        raise ConfigError(_blame_overrides(str(exc), str(path), overrides)) from None
+
+
+def _blame_overrides(message: str, source: str, overrides: Sequence[str]) -> str:
+    """Mark each ``source: key: ...`` error line whose key an override set, so the user looks
+    at the command line rather than at the file."""
+    lines = []
+    for line in message.splitlines():
+        loc = line[len(source) + 2:].split(":", 1)[0] if line.startswith(f"{source}: ") else None
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
+                line += f" [set on the command line: --set {item}]"
+                break
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def json_schema() -> dict[str, Any]:

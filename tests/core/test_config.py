@@ -28,7 +28,16 @@ def test_bad_values_name_the_file_and_key(repo, override, key):
     out = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", override)
     assert out.returncode != 0
     assert f"smoke.yaml: {key}" in out.stderr
+    assert f"[set on the command line: --set {override}]" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_errors_from_the_file_are_not_blamed_on_overrides(tmp_path, repo):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((repo / "configs" / "smoke.yaml").read_text() + "\nextra_section: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, ["train.epochs=2"])
+    assert "extra_section" in str(err.value) and "--set" not in str(err.value)
 
 
 def test_unknown_model_lists_known_ones(repo):
