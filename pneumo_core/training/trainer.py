@@ -132,8 +132,6 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         torch.set_num_threads(tc.threads)
     progress = sys.stderr.isatty() if progress is None else progress
     progress = progress and dinfo.is_main
-    if dinfo.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     artifact_dir = run_dir / "artifact"
     state = load_checkpoint(run_dir) if resume else None
     fingerprint_now = config_fingerprint(rc)
@@ -196,6 +194,8 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         torch.set_rng_state(state["torch_rng"])
         if dinfo.is_main:
             log.info("resuming from checkpoint: epoch %d, batch %d", start_epoch + 1, start_batch)
+    if dinfo.is_main:  # only now: a run that fails while loading data or model leaves no empty folder
+        run_dir.mkdir(parents=True, exist_ok=True)
     run = RunInfo(run_dir=run_dir, config=cfg, rank=dinfo.rank, world_size=dinfo.world_size, history=history)
     rc.pm.hook.pneumo_train_start(run=run)
 

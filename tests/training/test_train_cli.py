@@ -113,6 +113,15 @@ def test_signal_checkpoints_and_exits_for_requeue(tmp_path, sig):
     assert _epochs_logged(run_dir) == [1, 2, 3]
 
 
+def test_a_run_that_cannot_load_its_data_leaves_no_run_folder(tmp_path):
+    run_dir = tmp_path / "runs" / "r1"
+    out = subprocess.run(_train_cmd(run_dir, "--set", "data.name=imagefolder", "--set", "data.params={}",
+                                    "--set", f"data.params.root={tmp_path / 'no-such-data'}"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no-such-data" in out.stderr and "Traceback" not in out.stderr
+    assert not run_dir.exists()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
