@@ -12,11 +12,14 @@ import time
 import uuid
 from pathlib import Path
 
+from pneumo_core.cli.argtypes import positive_int
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
 
 
 def expand_inputs(names: list[str]) -> tuple[list[Path], list[str]]:
-    """Files as given, folders as their image files (recursive, sorted): (paths, errors)."""
+    """Files as given, folders as their image files (recursive, sorted): (paths, errors).
+    Each path is reported as it is spelled here, so results map back to files unambiguously."""
     paths, errors = [], []
     for name in names:
         path = Path(name)
@@ -38,16 +41,28 @@ def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) ->
     from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
 
     def request(group: list[Path]):
-        images = [InputImage(name=p.name, data=p.read_bytes()) for p in group]
+        images = [InputImage(name=str(p), data=p.read_bytes()) for p in group]
         return predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="cli")).results
 
     try:
         return request(paths)
     except (ImageError, PredictionRejected, OSError) as exc:
         if len(paths) == 1:
-            errors.append(f"{paths[0]}: {exc}")
+            reason = f"{exc.prefix}{exc.reason}" if isinstance(exc, ImageError) else \
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(f"{paths[0]}: {reason}")
             return []
     return [r for p in paths for r in _classify(predictor, [p], heatmap, errors)]
+
+
+def _heatmap_path(folder: Path, image: Path, written: set[str]) -> Path:
+    """``<stem>_gradcam.png``, made unique when two inputs share a stem (a/x.png, b/x.jpeg)."""
+    name = f"{image.stem}_gradcam.png"
+    if name in written:
+        parts = [part for part in image.with_suffix("").parts if part not in ("/", "..", ".")]
+        name = "_".join(parts + [image.suffix.lstrip(".")]) + "_gradcam.png"
+    written.add(name)
+    return folder / name
 
 
 def _run(args) -> int:
@@ -60,19 +75,29 @@ def _run(args) -> int:
         print(f"error: {message}", file=sys.stderr)
     if not paths:
         return 2
-    predictor = Predictor(args.artifact, backend=args.backend, batching=False)
     heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
     if heatmap_dir:
-        heatmap_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            heatmap_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --heatmap-dir {heatmap_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    predictor = Predictor(args.artifact, backend=args.backend, batching=False)
+    written: set[str] = set()
     t0 = time.perf_counter()
-    width = max(len(p.name) for p in paths)
+    width = max(len(str(p)) for p in paths)
     results, failed = [], []
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None, file=sys.stderr) as bar:
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
             for r in _classify(predictor, chunk, heatmap_dir is not None, failed):
                 if heatmap_dir:
-                    (heatmap_dir / f"{Path(r.name).stem}_gradcam.png").write_bytes(base64.b64decode(r.heatmap_png_base64))
+                    target = _heatmap_path(heatmap_dir, Path(r.name), written)
+                    try:
+                        target.write_bytes(base64.b64decode(r.heatmap_png_base64))
+                    except OSError as exc:
+                        bar.write(f"error: {target}: {exc.strerror or exc}", file=sys.stderr)
+                        return 2
                     r.heatmap_png_base64 = None
                 results.append(r)
                 if not args.json:
@@ -100,5 +125,5 @@ def add_cli(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the shared response schema as JSON")
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.set_defaults(handler=_run)

@@ -68,7 +68,7 @@ def test_predict_cli_text_and_json(smoke_artifact, phantom_png, tmp_path):
     img.write_bytes(phantom_png)
     out = run_cli("predict", str(smoke_artifact), str(img))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("phantom.png") and "p=" in out.stdout
+    assert out.stdout.startswith(str(img)) and "p=" in out.stdout
     out = run_cli("predict", str(smoke_artifact), str(img), str(img), "--json", "--heatmap-dir", str(tmp_path / "cams"))
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
