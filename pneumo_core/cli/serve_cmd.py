@@ -3,6 +3,24 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+from pneumo_core.cli.argtypes import positive_int
+
+
+def _artifact_problem(artifact: str, backend: str) -> str | None:
+    """Why the workers could not load this artifact with this backend, or None."""
+    from pneumo_core.artifact import load_artifact
+    from pneumo_core.errors import PneumoError
+    from pneumo_core.inference.backends import ONNX_FILES, require_onnx_file
+
+    try:
+        load_artifact(artifact)
+        if backend in ONNX_FILES:
+            require_onnx_file(Path(artifact) / ONNX_FILES[backend])
+    except PneumoError as exc:
+        return str(exc)
+    return None
 
 
 def _run(args) -> int:
@@ -10,6 +28,10 @@ def _run(args) -> int:
 
     if importlib.util.find_spec("gunicorn") is None or importlib.util.find_spec("flask_restx") is None:
         print("error: serving needs the serve extra: pip install 'pneumo[serve]'", file=sys.stderr)
+        return 2
+    problem = _artifact_problem(args.artifact, args.backend)
+    if problem:  # say it once here rather than as a traceback from every gunicorn worker
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     env = dict(os.environ, PNEUMO_ARTIFACT=args.artifact, PNEUMO_BACKEND=args.backend)
     if args.config:
@@ -28,10 +50,13 @@ def add_cli(sub) -> None:
     p = sub.add_parser("serve", help="serve the REST API and web page with gunicorn")
     from pneumo_core import BUNDLED_ARTIFACT
 
-    p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", BUNDLED_ARTIFACT))
+    p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", BUNDLED_ARTIFACT),
+                   help="model artifact folder (default: $PNEUMO_ARTIFACT or the bundled model)")
     p.add_argument("--config", help="config whose serve section sets limits and auth")
-    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="inference backend; onnx ones need `pneumo export` first (default: torch)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=positive_int, help="gunicorn worker processes, each with its own model "
+                   "(default: $PNEUMO_WORKERS or 1; one per core for throughput)")
     p.set_defaults(handler=_run)

@@ -33,6 +33,16 @@ class TorchBackend:
         return self.model(x).float().numpy()
 
 
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+
+def require_onnx_file(path: Path) -> None:
+    """Raise ArtifactError, saying how to export it, when an ONNX model file is missing."""
+    if not path.is_file():
+        fmt = "onnx-int8 --calibration DIR" if path.name == ONNX_FILES["onnx-int8"] else "onnx"
+        raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format {fmt}` first")
+
+
 class OnnxBackend:
     """``threads=0`` uses the process's torch thread count, which the gunicorn config splits
     between workers, so ONNX Runtime and PyTorch serve with the same core budget."""
@@ -43,9 +53,7 @@ class OnnxBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise PneumoError("the onnx backend needs onnxruntime: pip install 'pneumo[onnx]'") from exc
-        if not path.is_file():
-            fmt = "onnx-int8 --calibration DIR" if path.name == "model.int8.onnx" else "onnx"
-            raise ArtifactError(f"{path} not found: run `pneumo export ARTIFACT --format {fmt}` first")
+        require_onnx_file(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

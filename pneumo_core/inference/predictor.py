@@ -15,7 +15,7 @@ from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, 
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.evaluation.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
-from pneumo_core.inference.backends import OnnxBackend, TorchBackend
+from pneumo_core.inference.backends import ONNX_FILES, OnnxBackend, TorchBackend
 from pneumo_core.inference.batcher import MicroBatcher
 from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
 from pneumo_core.inference.quality import quality_warnings
@@ -66,8 +66,7 @@ class Predictor:
         if backend == "torch":
             self.backend = TorchBackend(self.model, precision)
         else:
-            onnx_file = "model.onnx" if backend == "onnx" else "model.int8.onnx"
-            self.backend = OnnxBackend(self.artifact.folder / onnx_file, name=backend)
+            self.backend = OnnxBackend(self.artifact.folder / ONNX_FILES[backend], name=backend)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return self.backend(batch)

@@ -1,0 +1,55 @@
+"""`pneumo serve`: the README's main command starts gunicorn, and refuses bad input up front."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from harness import REPO, free_port, run_cli
+
+
+def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pneumo_core.cli.main", "serve", "--artifact", str(smoke_artifact),
+                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=os.environ.copy())
+    try:
+        assert proc.stdout.readline().strip() == f"pneumo: web page  http://127.0.0.1:{port}/"
+        assert proc.stdout.readline().strip() == f"pneumo: Swagger UI http://127.0.0.1:{port}/api/v1/docs"
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url + "/api/v1/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.3)
+        r = requests.post(url + "/api/v1/predict", files={"file": ("x.png", phantom_png, "image/png")}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"]["name"] == "smoke"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_serve_refuses_a_missing_artifact_before_starting(tmp_path):
+    out = run_cli("serve", "--artifact", str(tmp_path / "nope"), "--port", str(free_port()), timeout=60)
+    assert out.returncode == 2 and "artifact folder not found" in out.stderr
+    assert "pneumo: web page" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_serve_onnx_without_export_says_how(smoke_artifact, tmp_path):
+    art = tmp_path / "artifact"
+    shutil.copytree(smoke_artifact, art)
+    out = run_cli("serve", "--artifact", str(art), "--backend", "onnx", "--port", str(free_port()), timeout=60)
+    assert out.returncode == 2 and "pneumo export" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_rejects_zero_workers(smoke_artifact):
+    out = run_cli("serve", "--artifact", str(smoke_artifact), "--workers", "0", timeout=60)
+    assert out.returncode == 2 and "must be 1 or more" in out.stderr
