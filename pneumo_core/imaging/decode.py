@@ -228,7 +228,7 @@ def _decode_dicom(data: bytes, label: str, limits: ImageLimits, forced: bool) ->
         if forced:
             raise UnsupportedFormatError(label, f"unsupported image format ({_describe(data)})") from e
         raise UnreadableImageError(label, f"invalid DICOM file ({e})") from e
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
+    if not any(k in ds and ds[k].value for k in _PIXEL_KEYWORDS):  # absent, or present but empty
         if forced:  # force=True parses almost anything; only pixel data makes it an image
             raise UnsupportedFormatError(label, f"unsupported image format ({_describe(data)})")
         raise UnreadableImageError(label, "the DICOM file has no pixel data",

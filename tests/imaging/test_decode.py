@@ -210,6 +210,8 @@ def test_dicom_without_pixel_data(tmp_path):
         load_image(path)
     check_error(e, UnreadableImageError, "unreadable", "sr.dcm")
     assert "no pixel data" in str(e.value)
+    with pytest.raises(UnreadableImageError, match="no pixel data"):  # the element present but empty
+        load_image(dicom_bytes(RAMP12, pixel_data=b""), name="empty.dcm")
 
 
 def test_dicom_compressed_without_decoder_names_syntax():
