@@ -39,7 +39,9 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         g.t0 = time.perf_counter()
         path = request.path
         if path.startswith("/api/") and not path.startswith(_OPEN_PATHS) and not is_authorized(request, settings.api_keys):
-            return error_response(401, "unauthorized", "missing or wrong API key: send it as the X-API-Key header")
+            resp = error_response(401, "unauthorized", "missing or wrong API key: send it as the X-API-Key header")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="pneumo"'
+            return resp
         return None
 
     @app.after_request
@@ -57,7 +59,10 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        return error_response(exc.code or 500, *http_error_body(exc, settings))
+        resp = error_response(exc.code or 500, *http_error_body(exc, settings))
+        if getattr(exc, "valid_methods", None):  # a 405 says what is allowed
+            resp.headers["Allow"] = ", ".join(exc.valid_methods)
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -16,6 +16,9 @@ keepalive = 5
 limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
+# gunicorn >= 25 opens a control socket at one fixed path per user, so two servers on a host
+# would share it; pneumo does not use gunicornc.
+control_socket_disable = True
 
 _own_metrics_dir = None
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

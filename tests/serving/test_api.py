@@ -108,7 +108,8 @@ def test_request_errors(client, phantom_png):
     one_mb = _post(client, [("big.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (1024 * 1024 + 10))])
     assert one_mb.status_code == 413 and one_mb.json["error"] == "image_too_large" and "big.png" in one_mb.json["message"]
     assert client.get("/api/v1/nope").status_code == 404
-    assert client.get("/api/v1/predict").status_code == 405
+    wrong_method = client.get("/api/v1/predict")
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
 
 
 def test_plugin_hooks_audit_and_reject(client, phantom_png, predictor):
@@ -167,6 +168,7 @@ def test_api_key_auth(predictor, smoke_artifact, phantom_png):
     c = create_app(settings, predictor).test_client()
     r = _post(c, [("a.png", phantom_png)])
     assert r.status_code == 401 and "X-API-Key" in r.json["message"]
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert _post(c, [("a.png", phantom_png)], headers={"X-API-Key": "wrong"}).status_code == 401
     assert _post(c, [("a.png", phantom_png)], headers={"X-API-Key": "s3cret"}).status_code == 200
     assert _post(c, [("a.png", phantom_png)], headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -33,7 +33,8 @@ def make_blueprint() -> Blueprint:
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code, message = http_error_body(exc, current_app.config["PNEUMO_SETTINGS"])
-        return {"error": code, "message": message}, exc.code
+        allow = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
+        return {"error": code, "message": message}, exc.code, allow  # a 405 says what is allowed
 
     @api.errorhandler(Exception)
     def _unexpected(exc: Exception):
