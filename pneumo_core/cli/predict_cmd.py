@@ -48,11 +48,20 @@ def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) ->
         return request(paths)
     except (ImageError, PredictionRejected, OSError) as exc:
         if len(paths) == 1:
-            reason = f"{exc.prefix}{exc.reason}" if isinstance(exc, ImageError) else \
-                exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            errors.append(f"{paths[0]}: {reason}")
+            errors.append(f"{paths[0]}: {_reason(exc)}")
             return []
     return [r for p in paths for r in _classify(predictor, [p], heatmap, errors)]
+
+
+def _reason(exc: Exception) -> str:
+    """The cause without the file name (the caller prints it) or the REST upload hint."""
+    from pneumo_core.imaging import ImageError
+
+    if isinstance(exc, ImageError):
+        return f"{exc.prefix}{exc.reason}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _heatmap_path(folder: Path, image: Path, written: set[str]) -> Path:

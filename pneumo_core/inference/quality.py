@@ -25,7 +25,9 @@ def quality_warnings(img: DecodedImage, model_size: int) -> list[str]:
     levels = np.arange(256)
     mean = hist @ levels / px.size
     std = np.sqrt(hist @ (levels - mean) ** 2 / px.size)
-    if hi - lo < 40 or std < 12:
+    if hi - lo < 8:
+        out.append("nearly uniform image: no anatomy to classify, so the prediction means nothing")
+    elif hi - lo < 40 or std < 12:
         out.append("very low contrast: check exposure and windowing")
     h, w = px.shape
     # On a frontal radiograph the spine/mediastinum (centre strip) is brighter than the lung
