@@ -44,19 +44,19 @@ class Predictor:
         # With batching, all tensor work, loading included, runs on the batcher's compute thread
         # (see batcher.py for why).
         self._batcher = MicroBatcher(self._forward, max_batch=max_batch) if batching else None
-        try:
-            self._on_compute_thread(lambda: self._load(artifact_dir, backend, precision, pm))
+        try:  # a failure anywhere below stops the thread, so no model is left behind in it
+            self._on_compute_thread(lambda: self._load(artifact_dir, backend, precision, pm), timeout_s=None)
+            meta = self.artifact.meta
+            self.prep = meta.preprocessing
+            self._cam_layer = self.pm.get("models", meta.model.name).cam_layer(self.model)
+            self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
+                                  classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
+            self.ready = False
+            if warmup:
+                self.warmup()
         except BaseException:
             self.close()
             raise
-        meta = self.artifact.meta
-        self.prep = meta.preprocessing
-        self._cam_layer = self.pm.get("models", meta.model.name).cam_layer(self.model)
-        self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
-                              classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
-        self.ready = False
-        if warmup:
-            self.warmup()
 
     def _load(self, artifact_dir: str | Path, backend: str, precision: str,
               pm: Optional[PneumoPluginManager]) -> None:
@@ -71,8 +71,9 @@ class Predictor:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return self.backend(batch)
 
-    def _on_compute_thread(self, job: Callable[[], T]) -> T:
-        return self._batcher.call(job) if self._batcher else job()
+    def _on_compute_thread(self, job: Callable[[], T], timeout_s: Optional[float] = -1.0) -> T:
+        """Run ``job`` where model work runs (see ``MicroBatcher.call`` for ``timeout_s``)."""
+        return self._batcher.call(job, timeout_s) if self._batcher else job()
 
     # -- lifecycle ------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -85,12 +86,14 @@ class Predictor:
 
     def close(self) -> None:
         """Stop the compute thread (requests after this fail); idempotent."""
+        self.ready = False
         if self._batcher:
             self._batcher.close()
 
     def health(self) -> list[dict]:
         """Readiness checks: model warmed up, plus every plugin's ``pneumo_health_checks``."""
-        checks = [{"name": "model", "ok": self.ready, "detail": f"{self.info.name} {self.info.version}"}]
+        serving = self.ready and (self._batcher is None or self._batcher.alive)
+        checks = [{"name": "model", "ok": serving, "detail": f"{self.info.name} {self.info.version}"}]
         for group in self.pm.hook.pneumo_health_checks():
             for hc in group or ():
                 try:

@@ -181,3 +181,26 @@ def test_all_model_work_runs_on_one_thread(smoke_artifact, images):
                       range(len(images))))
     assert seen == {"pneumo-compute"}
     predictor.close()
+
+
+def test_a_failing_load_hook_leaves_no_compute_thread_behind(smoke_artifact, tmp_path):
+    import threading
+
+    from pneumo_core.plugin_manager import get_plugin_manager
+
+    plugin = tmp_path / "broken_loaded_hook.py"
+    plugin.write_text("from pneumo_core import hookimpl\n\n@hookimpl\ndef pneumo_predictor_loaded(predictor):\n"
+                      "    raise RuntimeError('licence server unreachable')\n")
+    before = sum(t.name == "pneumo-compute" for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="licence server unreachable"):
+        Predictor(smoke_artifact, pm=get_plugin_manager([str(plugin)]))
+    assert sum(t.name == "pneumo-compute" for t in threading.enumerate()) == before
+
+
+def test_health_reports_a_closed_predictor(smoke_artifact):
+    predictor = Predictor(smoke_artifact, precision="fp32")
+    assert predictor.health()[0]["ok"]
+    predictor.close()
+    assert not predictor.health()[0]["ok"]
+    with pytest.raises(RuntimeError, match="closed"):
+        predictor.predict(PredictRequest(images=[InputImage(name="x.png", data=_png(render_phantom(0, 96, 1)))]))
