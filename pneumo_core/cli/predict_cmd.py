@@ -65,11 +65,12 @@ def _reason(exc: Exception) -> str:
 
 
 def _heatmap_path(folder: Path, image: Path, written: set[str]) -> Path:
-    """``<stem>_gradcam.png``, made unique when two inputs share a stem (a/x.png, b/x.jpeg)."""
-    name = f"{image.stem}_gradcam.png"
-    if name in written:
-        parts = [part for part in image.with_suffix("").parts if part not in ("/", "..", ".")]
-        name = "_".join(parts + [image.suffix.lstrip(".")]) + "_gradcam.png"
+    """``<stem>_gradcam.png``, or ``<stem>_2_gradcam.png``, ... when that name is already taken in
+    this run (a/x.png and b/x.jpeg)."""
+    name, n = f"{image.stem}_gradcam.png", 1
+    while name in written:
+        n += 1
+        name = f"{image.stem}_{n}_gradcam.png"
     written.add(name)
     return folder / name
 

@@ -42,13 +42,14 @@ def test_empty_folder_is_an_error(smoke_artifact, tmp_path):
 
 
 def test_same_stem_heatmaps_do_not_overwrite_each_other(smoke_artifact, phantom_png, tmp_path):
-    for name in ("a/x.png", "b/x.png"):
+    for name in ("a/x.png", "b/x.png", "x.png", "x_2.png"):
         (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / name).write_bytes(phantom_png)
     cams = tmp_path / "cams"
-    out = run_cli("predict", str(smoke_artifact), str(tmp_path / "in"), "--heatmap-dir", str(cams))
+    single = str(tmp_path / "in" / "x.png")
+    out = run_cli("predict", str(smoke_artifact), str(tmp_path / "in"), single, "--heatmap-dir", str(cams))
     assert out.returncode == 0, out.stderr
-    assert len(list(cams.glob("*_gradcam.png"))) == 2
+    assert len(list(cams.glob("*_gradcam.png"))) == 5  # four files, one of them given twice
 
 
 @pytest.mark.parametrize("bad", ["0", "-3"])

@@ -13,14 +13,13 @@ import requests
 from harness import REPO, free_port, run_cli
 
 
-def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pneumo_core.cli.main", "serve", "--artifact", str(smoke_artifact),
-                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=os.environ.copy())
+def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png, tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("w") as out:  # a file, not a pipe: gunicorn's access log can never block on it
+        proc = subprocess.Popen([sys.executable, "-m", "pneumo_core.cli.main", "serve", "--artifact",
+                                 str(smoke_artifact), "--port", str(port)], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
-        assert proc.stdout.readline().strip() == f"pneumo: web page  http://127.0.0.1:{port}/"
-        assert proc.stdout.readline().strip() == f"pneumo: Swagger UI http://127.0.0.1:{port}/api/v1/docs"
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
         while True:
             try:
@@ -28,13 +27,19 @@ def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png):
                     break
             except requests.RequestException:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not become ready"
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.3)
+        lines = log.read_text().splitlines()
+        assert f"pneumo: web page  {url}/" in lines and f"pneumo: Swagger UI {url}/api/v1/docs" in lines
         r = requests.post(url + "/api/v1/predict", files={"file": ("x.png", phantom_png, "image/png")}, timeout=60)
         assert r.status_code == 200 and r.json()["model"]["name"] == "smoke"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_serve_refuses_a_missing_artifact_before_starting(tmp_path):
