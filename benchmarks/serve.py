@@ -106,6 +106,17 @@ def rest_run(port: int, images: list[bytes], concurrency: int, total: int) -> tu
     return latencies, len(latencies) * len(images) / (time.perf_counter() - t0)
 
 
+def table(title: str, rows: list[dict], columns: list[tuple]) -> None:
+    """Print ``rows`` under ``title``; columns are (header, width, cell); a negative width aligns left."""
+    def line(cells: list[str]) -> str:
+        return "".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w, _) in zip(cells, columns))
+
+    head = line([h for h, _, _ in columns])
+    print(f"\n{title}\n{head}\n" + "-" * len(head))
+    for r in rows:
+        print(line([cell(r) for _, _, cell in columns]))
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
@@ -171,20 +182,23 @@ def main() -> int:
     base = next(r for r in rows if r["backend"] == "torch-fp32")["bare_ips"]
     print(f"\nServing — {art.meta.name}, {art.meta.preprocessing.image_size} px, {os.cpu_count()} cores, "
           f"{args.requests} requests per level")
-    print("\nLatency: 1 gunicorn worker (each forward uses every core), one image per request")
-    head = (f"{'backend':<12}{'bare p50 ms':>12}{'REST p50 ms':>12}{'REST p99 ms':>12}{'p50 ratio':>10}"
-            f"{'REST img/s c=1':>15}{'c=4':>7}{'c=8':>7}")
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['backend']:<12}{r['bare_p50']:>12.1f}{r['p50']:>12.1f}{r['p99']:>12.1f}"
-              f"{r['p50'] / r['bare_p50']:>10.2f}{r['thr1']:>15.1f}{r['thr4']:>7.1f}{r['thr8']:>7.1f}")
-    print(f"\nThroughput: one gunicorn worker per core (PNEUMO_WORKERS={cores}), 8 clients")
-    head = (f"{'backend':<12}{f'bare b={batch} img/s':>16}{'x fp32':>7}{'REST 1 img/req':>15}{'x fp32':>7}"
-            f"{f'REST {batch} img/req':>16}{'x fp32':>7}")
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['backend']:<12}{r['batch_ips']:>16.1f}{r['batch_ips'] / base:>7.2f}{r['many1']:>15.1f}"
-              f"{r['many1'] / base:>7.2f}{r['many_b']:>16.1f}{r['many_b'] / base:>7.2f}")
+    table("Latency: 1 gunicorn worker (each forward uses every core), one image per request", rows, [
+        ("backend", -12, lambda r: r["backend"]),
+        ("bare p50 ms", 12, lambda r: f"{r['bare_p50']:.1f}"),
+        ("REST p50 ms", 12, lambda r: f"{r['p50']:.1f}"),
+        ("REST p99 ms", 12, lambda r: f"{r['p99']:.1f}"),
+        ("p50 ratio", 10, lambda r: f"{r['p50'] / r['bare_p50']:.2f}"),
+        ("REST img/s c=1", 15, lambda r: f"{r['thr1']:.1f}"),
+        ("c=4", 7, lambda r: f"{r['thr4']:.1f}"),
+        ("c=8", 7, lambda r: f"{r['thr8']:.1f}")])
+    table(f"Throughput: one gunicorn worker per core (PNEUMO_WORKERS={cores}), 8 clients", rows, [
+        ("backend", -12, lambda r: r["backend"]),
+        (f"bare b={batch} img/s", 16, lambda r: f"{r['batch_ips']:.1f}"),
+        ("x fp32", 7, lambda r: f"{r['batch_ips'] / base:.2f}"),
+        ("REST 1 img/req", 15, lambda r: f"{r['many1']:.1f}"),
+        ("x fp32", 7, lambda r: f"{r['many1'] / base:.2f}"),
+        (f"REST {batch} img/req", 16, lambda r: f"{r['many_b']:.1f}"),
+        ("x fp32", 7, lambda r: f"{r['many_b'] / base:.2f}")])
     named = [r for r in rows if r["backend"] != "onnx-int8"]
     worst = max(named, key=lambda r: r["p50"] / r["bare_p50"])
     best = max(rows, key=lambda r: r["many_b"])
