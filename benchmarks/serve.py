@@ -17,12 +17,15 @@ keep-alive connections, one multipart body per request with a fresh boundary (as
     python benchmarks/serve.py [--artifact models/pneumo-resnet18-kermany] [--requests 100]
                                [--calibration DIR]   # int8 calibration images (default: Kermany
                                                      # train images when present, else phantoms)
+                               [--image FILE]        # what each request uploads (default: a
+                                                     # Kermany train JPEG, else a PNG phantom)
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import io
+import mimetypes
 import os
 import shutil
 import statistics
@@ -36,6 +39,7 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[1]
+KERMANY_TRAIN = REPO.parent / "shared" / "data" / "kermany-cxr" / "train"
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 
 import numpy as np  # noqa: E402
@@ -44,15 +48,23 @@ from PIL import Image  # noqa: E402
 from live_server import LiveServer  # noqa: E402  (the test suite's gunicorn launcher)
 from pneumo_core.artifact import build_model, load_artifact  # noqa: E402
 from pneumo_core.data.preprocess import preprocess  # noqa: E402
+from pneumo_core.imaging import load_image  # noqa: E402
 from pneumo_core.inference.backends import OnnxBackend, TorchBackend  # noqa: E402
 
 
-def test_image(size: int = 224) -> bytes:
+def sample_image(path: Path | None, size: int = 224) -> tuple[bytes, str, str]:
+    """(bytes, upload file name, description) of the benchmark image: ``path`` when given, else
+    a synthetic phantom PNG of ``size`` px."""
+    if path is not None:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            what = f"{im.format} {im.width}x{im.height} {im.mode}"
+        return data, path.name, f"{path.name} ({what}, {len(data) / 1000:.1f} kB)"
     from plugins.datasets.synthetic.phantom import render_phantom
 
     buf = io.BytesIO()
     Image.fromarray(render_phantom(1, size, 11)).save(buf, format="PNG")
-    return buf.getvalue()
+    return buf.getvalue(), "phantom.png", f"synthetic phantom (PNG {size}x{size} L, {buf.tell() / 1000:.1f} kB)"
 
 
 def bare_forward(backend, x: np.ndarray, n: int) -> list[float]:
@@ -66,15 +78,17 @@ def bare_forward(backend, x: np.ndarray, n: int) -> list[float]:
     return times
 
 
-def multipart(images: list[bytes]) -> tuple[bytes, str]:
+def multipart(images: list[bytes], name: str = "x.png") -> tuple[bytes, str]:
     """A multipart/form-data body with one 'file' part per image, and its content type."""
     boundary = uuid.uuid4().hex
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x{i}.png\"\r\n"
-             f"Content-Type: image/png\r\n\r\n".encode() + img + b"\r\n" for i, img in enumerate(images)]
+    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{i}-{name}\"\r\n"
+             f"Content-Type: {ctype}\r\n\r\n".encode() + img + b"\r\n" for i, img in enumerate(images)]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def rest_run(port: int, images: list[bytes], concurrency: int, total: int) -> tuple[list[float], float]:
+def rest_run(port: int, images: list[bytes], concurrency: int, total: int,
+             name: str = "x.png") -> tuple[list[float], float]:
     """``total`` requests of ``images`` from ``concurrency`` clients: (latencies s, images/s)."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -83,7 +97,7 @@ def rest_run(port: int, images: list[bytes], concurrency: int, total: int) -> tu
     def client():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         for _ in range(total // concurrency):
-            body, ctype = multipart(images)
+            body, ctype = multipart(images, name)
             t0 = time.perf_counter()
             conn.request("POST", "/api/v1/predict", body=body, headers={"Content-Type": ctype})
             r = conn.getresponse()
@@ -125,8 +139,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", default=str(REPO / "models" / "pneumo-resnet18-kermany"))
     p.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
-    p.add_argument("--calibration", default=str(REPO.parent / "shared" / "data" / "kermany-cxr" / "train"),
+    p.add_argument("--calibration", default=str(KERMANY_TRAIN),
                    help="images for int8 calibration (phantoms when the folder is missing)")
+    p.add_argument("--image", type=Path, default=next(iter(sorted(KERMANY_TRAIN.glob("*/*.jpeg"))), None),
+                   help="the image every request sends (default: the first Kermany train image, as "
+                        "distributed: 8-bit JPEG; a synthetic PNG phantom when the data is missing)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pneumo-bench-"))
     art_dir = work / "artifact"
@@ -145,8 +162,8 @@ def main() -> int:
                            "onnx-int8", "--calibration", str(calib)], check=True, capture_output=True, text=True)
     drift_line = int8.stdout.strip().splitlines()[-1]
     art = load_artifact(art_dir)
-    image = test_image(art.meta.preprocessing.image_size)
-    x = preprocess(np.asarray(Image.open(io.BytesIO(image))), art.meta.preprocessing)[None]
+    image, name, image_about = sample_image(args.image, art.meta.preprocessing.image_size)
+    x = preprocess(load_image(image).pixels, art.meta.preprocessing)[None]
     backends = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnx": ("onnx", "fp32"),
                 "onnx-int8": ("onnx-int8", "fp32")}
     batch = 16  # images per batched request (the API's default max_batch) and per bare batch forward
@@ -162,18 +179,18 @@ def main() -> int:
         env = {"PNEUMO_BACKEND": kind, "PNEUMO_PRECISION": precision}
         srv = LiveServer(art_dir, env=env, workers=1, threads=8).start()  # latency: all cores per forward
         try:
-            rest_run(srv.port, [image], 1, 10)  # warm-up
-            lat1, thr1 = rest_run(srv.port, [image], 1, args.requests)
-            _, thr4 = rest_run(srv.port, [image], 4, args.requests)
-            _, thr8 = rest_run(srv.port, [image], 8, args.requests)
+            rest_run(srv.port, [image], 1, 10, name)  # warm-up
+            lat1, thr1 = rest_run(srv.port, [image], 1, args.requests, name)
+            _, thr4 = rest_run(srv.port, [image], 4, args.requests, name)
+            _, thr8 = rest_run(srv.port, [image], 8, args.requests, name)
         finally:
             srv.stop()
         cores = os.cpu_count() or 1
         srv = LiveServer(art_dir, env=env, workers=cores, threads=8).start()  # throughput: a worker per core
         try:
-            rest_run(srv.port, [image], 8, 16)  # warm-up, both workers
-            _, many1 = rest_run(srv.port, [image], 8, 4 * args.requests)
-            _, many_b = rest_run(srv.port, [image] * batch, 8, 8 * max(2, args.requests // 8))
+            rest_run(srv.port, [image], 8, 16, name)  # warm-up, both workers
+            _, many1 = rest_run(srv.port, [image], 8, 4 * args.requests, name)
+            _, many_b = rest_run(srv.port, [image] * batch, 8, 8 * max(2, args.requests // 8), name)
         finally:
             srv.stop()
         rows.append(dict(backend=label, bare_p50=pct(bare_t, 50), bare_ips=1 / statistics.median(bare_t),
@@ -181,7 +198,7 @@ def main() -> int:
                          thr1=thr1, thr4=thr4, thr8=thr8, many1=many1, many_b=many_b))
     base = next(r for r in rows if r["backend"] == "torch-fp32")["bare_ips"]
     print(f"\nServing — {art.meta.name}, {art.meta.preprocessing.image_size} px, {os.cpu_count()} cores, "
-          f"{args.requests} requests per level")
+          f"{args.requests} requests per level\nImage: {image_about}")
     table("Latency: 1 gunicorn worker (each forward uses every core), one image per request", rows, [
         ("backend", -12, lambda r: r["backend"]),
         ("bare p50 ms", 12, lambda r: f"{r['bare_p50']:.1f}"),

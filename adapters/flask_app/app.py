@@ -12,6 +12,7 @@ from adapters.flask_app.api import make_blueprint
 from adapters.flask_app.api.errors import ApiError, error_response, http_error_body
 from adapters.flask_app.auth import is_authorized
 from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
+from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
 from pneumo_core.imaging import ImageLimits
 from pneumo_core.inference import Predictor
@@ -28,6 +29,7 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         predictor = Predictor(settings.artifact, backend=settings.serve.backend,
                               precision=settings.serve.precision, limits=limits)
     app = Flask(__name__)
+    app.request_class = PneumoRequest
     # Body limit: the request limit plus room for the multipart envelope of the files.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes + 64 * 1024,
                       PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, RESTX_MASK_SWAGGER=False,

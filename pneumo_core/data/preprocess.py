@@ -33,11 +33,16 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 def to_input(resized: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Turn a resized HxW uint8 image into a (C, H, W) float32 model input."""
-    x = resized.astype(np.float32) * (1.0 / 255.0)
+    x = resized.astype(np.float32)
     if prep.normalize == "image":
-        x = (x - x.mean()) / max(float(x.std()), 1e-3)
+        # Statistics of the uint8 pixels (cv2 sums them exactly, in one pass); then two in-place
+        # passes. Same as standardising x / 255, in a third of the time.
+        mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(np.ascontiguousarray(resized)))
+        x -= mean
+        x *= 1.0 / max(std, 1e-3 * 255.0)
     else:
-        x = (x - prep.mean) / prep.std
+        x *= 1.0 / (255.0 * prep.std)
+        x -= prep.mean / prep.std
     return np.broadcast_to(x, (prep.in_chans, *x.shape)).copy() if prep.in_chans > 1 else x[None]
 
 

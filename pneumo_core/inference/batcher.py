@@ -137,7 +137,7 @@ class MicroBatcher:
                     else:
                         fut.set_result(result)
                     continue
-                out = self.fn(np.concatenate([x for _, x, _ in items]))
+                out = self.fn(items[0][1] if len(items) == 1 else np.concatenate([x for _, x, _ in items]))
                 start = 0
                 for _, x, f in items:
                     f.set_result(out[start:start + len(x)])
