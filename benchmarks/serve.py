@@ -2,11 +2,12 @@
 
 For each backend (PyTorch fp32, PyTorch bf16, ONNX Runtime; int8 ONNX as an extra) it starts a
 real gunicorn server on a free loopback port and measures, through POST /api/v1/predict:
-single-image latency p50/p99 one request at a time and throughput with 1, 4 and 8 concurrent
+single-image latency p50/p99 one request at a time, and throughput with 1, 4 and 8 concurrent
 clients (one worker whose forwards use every core; concurrent requests are micro-batched); then,
 with one worker per core (the throughput deployment), throughput of 8 clients sending one image
 or 16 images per request. In this same process it measures the bare forward of that backend on
-one preprocessed image and on a batch of 16.
+one preprocessed image (in blocks that alternate with the single-image requests, so both see the
+same machine) and on a batch of 16.
 
 Targets on a 2-core CPU at 224 px: REST p50 <= 1.3x the bare forward of the same backend; the
 fastest backend's batch throughput >= 4x PyTorch fp32 eager (one image per forward).
@@ -76,6 +77,23 @@ def bare_forward(backend, x: np.ndarray, n: int) -> list[float]:
         backend(x)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def paired_latency(bare, x: np.ndarray, port: int, image: bytes, name: str, n: int,
+                   blocks: int = 5) -> tuple[list[float], list[float], float]:
+    """Bare forwards and single-image REST requests (one client), ``n`` of each, in alternating
+    blocks so that both see the same machine: on a shared host the speed drifts within a minute.
+    Returns (bare latencies s, REST latencies s, REST images/s)."""
+    bare_t: list[float] = []
+    rest_t: list[float] = []
+    elapsed = 0.0
+    for i in range(blocks):
+        k = n // blocks + (i < n % blocks)
+        bare_t += bare_forward(bare, x, k)
+        lat, ips = rest_run(port, [image], 1, k, name)
+        rest_t += lat
+        elapsed += k / ips
+    return bare_t, rest_t, len(rest_t) / elapsed
 
 
 def multipart(images: list[bytes], name: str = "x.png") -> tuple[bytes, str]:
@@ -173,18 +191,17 @@ def main() -> int:
             bare = OnnxBackend(art_dir / ("model.onnx" if kind == "onnx" else "model.int8.onnx"), name=kind)
         else:
             bare = TorchBackend(build_model(art), precision)
-        bare_t = bare_forward(bare, x, args.requests)
         batch_t = bare_forward(bare, np.repeat(x, batch, axis=0), max(5, args.requests // 8))
-        del bare
         env = {"PNEUMO_BACKEND": kind, "PNEUMO_PRECISION": precision}
         srv = LiveServer(art_dir, env=env, workers=1, threads=8).start()  # latency: all cores per forward
         try:
             rest_run(srv.port, [image], 1, 10, name)  # warm-up
-            lat1, thr1 = rest_run(srv.port, [image], 1, args.requests, name)
+            bare_t, lat1, thr1 = paired_latency(bare, x, srv.port, image, name, args.requests)
             _, thr4 = rest_run(srv.port, [image], 4, args.requests, name)
             _, thr8 = rest_run(srv.port, [image], 8, args.requests, name)
         finally:
             srv.stop()
+        del bare
         cores = os.cpu_count() or 1
         srv = LiveServer(art_dir, env=env, workers=cores, threads=8).start()  # throughput: a worker per core
         try:

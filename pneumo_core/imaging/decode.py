@@ -202,10 +202,10 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
     _check_size(label, img.width, img.height, limits)
     mode = img.mode
     img.load()  # raises on truncated data (we never set ImageFile.LOAD_TRUNCATED_IMAGES)
-    img = ImageOps.exif_transpose(img)
+    ImageOps.exif_transpose(img, in_place=True)
     was_color = False
     if mode in ("1", "L"):
-        gray = np.asarray(img.convert("L"))
+        gray = np.asarray(img if mode == "L" else img.convert("L"))
     elif mode in ("I", "F") or mode.startswith("I;16"):
         gray = _to_uint8(np.asarray(img))  # stored range -> 0..255
     else:

@@ -105,6 +105,9 @@ def test_quality_warnings():
     assert any("small image" in w for w in quality_warnings(tiny, 224))
     wide = load_image(_png(np.random.default_rng(1).integers(0, 255, (64, 160), dtype=np.uint8)))
     assert any("aspect ratio" in w for w in quality_warnings(wide, 64))
+    large_inverted = load_image(_png(255 - render_phantom(0, 1300, 1)))  # statistics on a strided view
+    assert any("inverted" in w for w in quality_warnings(large_inverted, 64))
+    assert quality_warnings(load_image(_png(render_phantom(0, 1300, 1))), 64) == []
 
 
 GATE_PLUGIN = textwrap.dedent('''
