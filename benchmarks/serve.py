@@ -49,6 +49,7 @@ KERMANY_TRAIN = REPO.parent / "shared" / "data" / "kermany-cxr" / "train"
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from live_server import LiveServer  # noqa: E402  (the test suite's gunicorn launcher)
@@ -92,6 +93,7 @@ def paired_latency(bare, x: np.ndarray, port: int, image: bytes, name: str, n: i
     bare_t: list[float] = []
     rest_t: list[float] = []
     elapsed = 0.0
+    blocks = max(1, min(blocks, n))
     for i in range(blocks):
         k = n // blocks + (i < n % blocks)
         bare_t += bare_forward(bare, x, k)
@@ -158,6 +160,9 @@ def rest_run(port: int, images: list[bytes], concurrency: int, total: int, name:
     lock = threading.Lock()
     close = "Connection: close\r\n" if reconnect else ""
 
+    if total < concurrency:
+        raise ValueError(f"{total} requests cannot keep {concurrency} clients busy")
+
     def client(i: int):
         conn = None
         done_at[i] = []
@@ -183,6 +188,9 @@ def rest_run(port: int, images: list[bytes], concurrency: int, total: int, name:
                     latencies.append(dt)
                     if status != 200:
                         errors.append(f"HTTP {status}: {text[:200]!r}")
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, not lost in a thread
+            with lock:
+                errors.append(f"client {i}: {exc!r}")
         finally:
             if conn is not None:
                 conn[1].close()
@@ -226,6 +234,7 @@ def main() -> int:
                    help="the image every request sends (default: the first Kermany train image, as "
                         "distributed: 8-bit JPEG; a synthetic PNG phantom when the data is missing)")
     args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)  # what a one-worker server uses (gunicorn_conf.post_fork)
     work = Path(tempfile.mkdtemp(prefix="pneumo-bench-"))
     art_dir = work / "artifact"
     shutil.copytree(args.artifact, art_dir)

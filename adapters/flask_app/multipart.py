@@ -12,6 +12,8 @@ can read gives an empty form.
 """
 from __future__ import annotations
 
+import io
+import logging
 import typing as t
 
 from flask import Request
@@ -22,6 +24,10 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 _CHUNK = 64 * 1024
+_FALLBACK_MAX = 1024 * 1024  # bodies up to this size are kept for werkzeug's parser
+# python-multipart logs a warning for each malformed body; clients could fill the log with them,
+# and such a body is answered (or handed to werkzeug) anyway.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 
 class _Collector:
@@ -36,6 +42,7 @@ class _Collector:
         self.ended = False
         self._field, self._value = bytearray(), bytearray()
         self._headers: Headers = Headers()
+        self._stream: t.IO[bytes] | None = None  # the file part being read, if any
 
     def callbacks(self) -> dict[str, t.Callable]:
         return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
@@ -59,13 +66,19 @@ class _Collector:
         self._value += data[start:end]
 
     def header_end(self) -> None:
-        self._headers.add(self._field.decode("latin-1"), self._value.decode("latin-1"))
+        # UTF-8 as werkzeug reads headers (so file names keep their accents); else werkzeug decides.
+        self._headers.add(self._field.decode(), self._value.decode())
         self._field, self._value = bytearray(), bytearray()
 
     def headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get("Content-Disposition"))
-        self._name = options.get("name", "")
+        disposition, options = parse_options_header(self._headers.get("Content-Disposition"))
+        if disposition != "form-data" or "name" not in options:
+            raise ValueError("a part without a form-data name")  # werkzeug's parser decides
+        self._name = options["name"]
         self._filename = options.get("filename")
+        charset = parse_options_header(self._headers.get("Content-Type"))[1].get("charset", "utf-8")
+        if self._filename is None and charset.lower().replace("-", "") != "utf8":
+            raise ValueError("a text field in another charset than UTF-8")  # werkzeug decodes it
         if self._filename is not None:
             self._stream = self.parser.stream_factory(
                 total_content_length=self.content_length, filename=self._filename,
@@ -98,33 +111,46 @@ class _Collector:
     def end(self) -> None:
         self.ended = True
 
+    def close(self) -> None:
+        """Close the file streams collected so far (when the body is handed to werkzeug)."""
+        for stream in [f.stream for _, f in self.files] + [self._stream]:
+            if stream is not None:
+                stream.close()
+
 
 class FastFormDataParser(FormDataParser):
     """werkzeug's FormDataParser with multipart bodies parsed by python-multipart.
 
-    A body python-multipart rejects goes to werkzeug's parser, which is more lenient (werkzeug's
-    own test client, for one, omits the line break that ends an empty part), so any body that
-    werkzeug accepts is still accepted. The body is kept for that in a stream from the same
-    factory as the files (memory when small, a temporary file when large)."""
+    A body of up to 1 MB that python-multipart rejects (or reads differently, see
+    ``_Collector.part_end``) goes to werkzeug's parser, which is more lenient: werkzeug's own test
+    client, for one, leaves out the line break that ends an empty part. For that the body is also
+    kept in memory; a larger body that python-multipart rejects gives an empty form."""
 
     def _parse_multipart(self, stream: t.IO[bytes], mimetype: str, content_length: int | None,
                          options: dict[str, str]):
         boundary = options.get("boundary", "").encode("latin-1")
         if not boundary:
             raise ValueError("missing multipart boundary")
-        copy = self.stream_factory(total_content_length=content_length, content_type=mimetype,
-                                   filename=None, content_length=content_length)
+        copy = io.BytesIO() if content_length is not None and content_length <= _FALLBACK_MAX else None
         collector = _Collector(self, content_length, boundary)
-        parser = MultipartParser(boundary, collector.callbacks())
         try:
+            parser = MultipartParser(boundary, collector.callbacks())
+            while chunk := stream.read(_CHUNK):
+                if copy is not None:
+                    copy.write(chunk)
+                parser.write(chunk)
+            if not collector.ended:
+                raise ValueError("the body ended before its closing boundary")
+            return stream, self.cls(collector.form), self.cls(collector.files)
+        except ValueError:
+            collector.close()
+            if copy is None:
+                raise
             while chunk := stream.read(_CHUNK):
                 copy.write(chunk)
-                parser.write(chunk)
-            if collector.ended:
-                return stream, self.cls(collector.form), self.cls(collector.files)
-        except ValueError:
-            while chunk := stream.read(_CHUNK):  # werkzeug re-reads the whole body
-                copy.write(chunk)
+        except BaseException:
+            collector.close()
+            raise
         copy.seek(0)
         return super()._parse_multipart(copy, mimetype, content_length, options)
 

@@ -10,19 +10,24 @@ from flask import Flask, jsonify, request
 from adapters.flask_app.multipart import PneumoRequest
 
 
+def _echo():
+    files = [{"field": k, "name": f.filename, "type": f.mimetype, "sha": hashlib.sha256(f.read()).hexdigest()}
+             for k, f in request.files.items(multi=True)]
+    return jsonify(files=files, form=request.form.to_dict(flat=False))
+
+
+def _app(request_class=None) -> Flask:
+    app = Flask(__name__)
+    if request_class:
+        app.request_class = request_class
+    app.config.update(MAX_FORM_PARTS=20, MAX_FORM_MEMORY_SIZE=1000)
+    app.post("/echo")(_echo)
+    return app
+
+
 @pytest.fixture(scope="module")
 def client():
-    app = Flask(__name__)
-    app.request_class = PneumoRequest
-    app.config.update(MAX_FORM_PARTS=20, MAX_FORM_MEMORY_SIZE=1000)
-
-    @app.post("/echo")
-    def echo():
-        files = [{"field": k, "name": f.filename, "type": f.mimetype, "sha": hashlib.sha256(f.read()).hexdigest()}
-                 for k, f in request.files.items(multi=True)]
-        return jsonify(files=files, form=request.form.to_dict(flat=False))
-
-    return app.test_client()
+    return _app(PneumoRequest).test_client()
 
 
 def body(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary", close: bool = True) -> bytes:
@@ -70,6 +75,7 @@ def test_werkzeug_test_client_bodies_still_parse(client):
 @pytest.mark.parametrize("data", [
     body([("file", "a.png", b"abc")], close=False),  # no closing boundary
     b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n",  # cut in the headers
+    body([("file", "a.png", b"\x00" * 1_500_000)], close=False),  # too large to hand to werkzeug
     b"\x00\xff" * 500,  # not multipart at all
     b"",
 ])
@@ -103,3 +109,27 @@ def test_well_formed_bodies_skip_werkzeugs_parser(client, monkeypatch):
     monkeypatch.setattr(werkzeug.formparser, "MultiPartParser", refuse)
     r = post(client, body([("file", "a.png", b"abc"), ("heatmap", None, b"1")]))
     assert r.json["files"][0]["name"] == "a.png" and r.json["form"] == {"heatmap": ["1"]}
+
+
+def _utf8_body() -> bytes:
+    return ("--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r\u00e9sum\u00e9.png\"\r\n"
+            "Content-Type: image/png\r\n\r\nabc\r\n--b0undary--\r\n").encode()
+
+
+@pytest.mark.parametrize("data, boundary", [
+    (_utf8_body(), "b0undary"),  # a UTF-8 file name
+    (b"--b0undary\r\nX-Other: 1\r\n\r\nabc\r\n--b0undary--\r\n", "b0undary"),  # no Content-Disposition
+    (b"--b0undary\r\nContent-Disposition: form-data; filename=\"a.png\"\r\n\r\nabc\r\n--b0undary--\r\n",
+     "b0undary"),  # no field name
+    (b"--b0undary\r\nContent-Disposition: form-data; name=\"note\"\r\nContent-Type: text/plain; "
+     b"charset=iso-8859-1\r\n\r\nr\xe9sum\xe9\r\n--b0undary--\r\n", "b0undary"),  # a latin-1 text field
+    (body([("file", "a.png", b"abc")], "x" * 300), "x" * 300),  # a boundary over python-multipart's limit
+    (b"preamble\r\n" + body([("file", "a.png", b"abc")]) + b"epilogue", "b0undary"),
+])
+def test_parses_like_werkzeug(client, data, boundary):
+    """Bodies python-multipart reads otherwise, or not at all, get werkzeug's answer."""
+    ctype = f"multipart/form-data; boundary={boundary}"
+    ours = client.post("/echo", data=data, content_type=ctype)
+    ref = _app().test_client().post("/echo", data=data, content_type=ctype)
+    assert ours.status_code == ref.status_code == 200
+    assert ours.json == ref.json
