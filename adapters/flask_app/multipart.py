@@ -156,4 +156,6 @@ class FastFormDataParser(FormDataParser):
 
 
 class PneumoRequest(Request):
+    """Flask's request, with uploads parsed by :class:`FastFormDataParser`."""
+
     form_data_parser_class = FastFormDataParser
