@@ -9,7 +9,7 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.flask_app.api import make_blueprint
-from adapters.flask_app.api.errors import ApiError, error_response, http_error_body
+from adapters.flask_app.api.errors import ApiError, error_response, http_error_body, http_error_headers
 from adapters.flask_app.auth import is_authorized
 from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
 from adapters.flask_app.multipart import PneumoRequest
@@ -62,8 +62,7 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         resp = error_response(exc.code or 500, *http_error_body(exc, settings))
-        if getattr(exc, "valid_methods", None):  # a 405 says what is allowed
-            resp.headers["Allow"] = ", ".join(exc.valid_methods)
+        resp.headers.update(http_error_headers(exc))
         return resp
 
     @app.errorhandler(Exception)

@@ -110,6 +110,8 @@ def test_request_errors(client, phantom_png):
     assert client.get("/api/v1/nope").status_code == 404
     wrong_method = client.get("/api/v1/predict")
     assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
+    page_post = client.post("/metrics")  # outside the API: the app's own error handler
+    assert page_post.status_code == 405 and "GET" in page_post.headers["Allow"] and page_post.json["error"]
 
 
 def test_plugin_hooks_audit_and_reject(client, phantom_png, predictor):

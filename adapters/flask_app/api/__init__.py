@@ -7,7 +7,7 @@ from flask import Blueprint, current_app
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from adapters.flask_app.api.errors import ApiError, http_error_body
+from adapters.flask_app.api.errors import ApiError, http_error_body, http_error_headers
 
 from adapters.flask_app.api.health import ns as health_ns
 from adapters.flask_app.api.models import ns as models_ns
@@ -33,8 +33,7 @@ def make_blueprint() -> Blueprint:
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code, message = http_error_body(exc, current_app.config["PNEUMO_SETTINGS"])
-        allow = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
-        return {"error": code, "message": message}, exc.code, allow  # a 405 says what is allowed
+        return {"error": code, "message": message}, exc.code, http_error_headers(exc)
 
     @api.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -27,6 +27,11 @@ def http_error_body(exc, settings) -> tuple[str, str]:
     return ((exc.name or "error").lower().replace(" ", "_"), exc.description or "")
 
 
+def http_error_headers(exc) -> dict[str, str]:
+    """Headers an HTTPException's answer needs: a 405 says which methods are allowed."""
+    return {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
+
+
 _STATUS = {"unreadable": 400, "unsupported_format": 415, "too_large": 413}
 
 
