@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import expit
 
 
 def _margin(logits: np.ndarray) -> np.ndarray:
@@ -12,7 +13,7 @@ def _margin(logits: np.ndarray) -> np.ndarray:
 
 def apply_temperature(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """P(positive) from (N, 2) logits divided by ``temperature``."""
-    return 1.0 / (1.0 + np.exp(-_margin(logits) / temperature))
+    return expit(_margin(logits) / temperature)  # no overflow for very negative margins
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

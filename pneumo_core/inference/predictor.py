@@ -135,7 +135,8 @@ class Predictor:
         self.pm.hook.pneumo_before_predict(request=request)
         decoded = [self.decode(img.data, img.name) for img in request.images]
         resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
-        batch = np.stack([to_input(r, self.prep) for r in resized])
+        inputs = [to_input(r, self.prep) for r in resized]
+        batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
         probs = self.probabilities(batch)
         classes, thr = self.info.classes, self.info.threshold
         results = []
