@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
@@ -144,6 +144,24 @@ def test_exif_orientation_is_applied():
     assert out.pixels.shape == (64, 32) and (out.width, out.height) == (32, 64)
 
 
+@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 60, "progressive": True},
+                                     {"quality": 75, "optimize": True}])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_grayscale_jpeg_pixels_match_pil(options, orientation):
+    """Grayscale JPEGs skip PIL's decoder; the pixels must be exactly PIL's, EXIF turn included."""
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (37, 53), np.uint8)).resize((211, 157))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(img, "JPEG", exif=exif, **options)
+    with Image.open(io.BytesIO(data)) as pil:
+        expected = np.asarray(ImageOps.exif_transpose(pil))
+    out = load_image(data)
+    assert (out.original_mode, out.was_color, out.bit_depth) == ("L", False, 8)
+    assert out.pixels.flags.c_contiguous and (out.height, out.width) == expected.shape
+    np.testing.assert_array_equal(out.pixels, expected)
+
+
 def test_bytes_input_uses_name_or_upload():
     data = encode(Image.fromarray(GRADIENT), "PNG")
     assert load_image(data).source == "<upload>"
@@ -232,6 +250,15 @@ def test_truncated_image(tmp_path, fmt, name):
         load_image(write(tmp_path, name, data[: len(data) // 2]))
     check_error(e, UnreadableImageError, "unreadable", name)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_grayscale_jpeg_cut_anywhere_is_refused():
+    """A truncated JPEG is refused wherever it is cut, never padded (OpenCV would pad it)."""
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64), np.uint8)
+    data = encode(Image.fromarray(noise), "JPEG", quality=90)
+    for end in range(len(data) // 3, len(data) - 1, 97):
+        with pytest.raises(UnreadableImageError):
+            load_image(data[:end], name="cut.jpg")
 
 
 @pytest.mark.parametrize("data,name,cls,code,words", [
