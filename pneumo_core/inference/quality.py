@@ -22,7 +22,7 @@ def quality_warnings(img: DecodedImage, model_size: int) -> list[str]:
     # On the per-request path, so each statistic is one OpenCV call: the percentiles from a
     # histogram (cv2.calcHist), mean and spread from cv2.meanStdDev, region means from cv2.mean.
     # After a model forward has evicted the caches every library call costs about 10 us, so
-    # fewer calls matter more than faster ones (this is 2x faster than a numpy histogram version).
+    # fewer calls matter more than faster ones (1.7x faster than the numpy histogram it replaced).
     lo, hi = np.searchsorted(cv2.calcHist([px], [0], None, [256], [0, 256]).cumsum(),
                              (0.01 * px.size, 0.99 * px.size))
     std = cv2.meanStdDev(px)[1][0, 0]
