@@ -202,7 +202,7 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
         raise UnreadableImageError(label, f"the {fmt.upper()} header is corrupt or incomplete") from e
     _check_size(label, img.width, img.height, limits)
     mode = img.mode
-    if fmt == "jpeg" and mode == "L" and data.endswith(b"\xff\xd9"):
+    if fmt == "jpeg" and mode == "L" and data.endswith(b"\xff\xd9") and "xmp" not in img.info:
         gray = _decode_gray_jpeg(data)
         if gray is not None:
             return _result(gray, fmt, label, mode, 8, False)
@@ -233,7 +233,8 @@ def _decode_gray_jpeg(data: bytes) -> np.ndarray | None:
     train image and in tests), but with PIL's Python around its decoder a decode takes 1.7x as
     long, and this is the format of every Kermany image, on every request's path. Only for data
     that ends with the EOI marker, so a truncated file always reaches PIL, which refuses it
-    (some OpenCV versions pad one with grey).
+    (some OpenCV versions pad one with grey); and not with XMP metadata, whose orientation PIL
+    applies and OpenCV ignores.
     """
     try:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)

@@ -12,6 +12,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
 
+import pneumo_core.imaging.decode as decode_module
 from pneumo_core.imaging import (DecodedImage, ImageError, ImageLimits, ImageTooLargeError,
                                  UnreadableImageError, UnsupportedFormatError, load_image,
                                  sniff_format)
@@ -147,7 +148,7 @@ def test_exif_orientation_is_applied():
 @pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 60, "progressive": True},
                                      {"quality": 75, "optimize": True}])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_grayscale_jpeg_pixels_match_pil(options, orientation):
+def test_grayscale_jpeg_pixels_match_pil(options, orientation, monkeypatch):
     """Grayscale JPEGs skip PIL's decoder; the pixels must be exactly PIL's, EXIF turn included."""
     rng = np.random.default_rng(orientation)
     img = Image.fromarray(rng.integers(0, 256, (37, 53), np.uint8)).resize((211, 157))
@@ -156,10 +157,37 @@ def test_grayscale_jpeg_pixels_match_pil(options, orientation):
     data = encode(img, "JPEG", exif=exif, **options)
     with Image.open(io.BytesIO(data)) as pil:
         expected = np.asarray(ImageOps.exif_transpose(pil))
+    fast = _spy_fast_jpeg(monkeypatch)
     out = load_image(data)
+    assert fast == [True]  # the OpenCV path decoded it
     assert (out.original_mode, out.was_color, out.bit_depth) == ("L", False, 8)
     assert out.pixels.flags.c_contiguous and (out.height, out.width) == expected.shape
     np.testing.assert_array_equal(out.pixels, expected)
+
+
+def _spy_fast_jpeg(monkeypatch) -> list[bool]:
+    """Record whether each decode took the OpenCV path for grayscale JPEGs (and it succeeded)."""
+    calls: list[bool] = []
+    real = decode_module._decode_gray_jpeg
+
+    def spy(data: bytes):
+        out = real(data)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(decode_module, "_decode_gray_jpeg", spy)
+    return calls
+
+
+def test_xmp_orientation_is_applied(monkeypatch):
+    """PIL also turns an image by the orientation in XMP metadata; OpenCV would not, so such
+    files keep the PIL path."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+           b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+           b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    fast = _spy_fast_jpeg(monkeypatch)
+    out = load_image(encode(Image.fromarray(GRADIENT), "JPEG", xmp=xmp, quality=95))
+    assert out.pixels.shape == (64, 32) and fast == []
 
 
 def test_bytes_input_uses_name_or_upload():
@@ -252,8 +280,9 @@ def test_truncated_image(tmp_path, fmt, name):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_grayscale_jpeg_cut_anywhere_is_refused():
-    """A truncated JPEG is refused wherever it is cut, never padded (OpenCV would pad it)."""
+def test_grayscale_jpeg_cut_anywhere_is_refused(monkeypatch):
+    """A truncated JPEG is refused wherever it is cut, even by an OpenCV that pads it with grey."""
+    monkeypatch.setattr(decode_module.cv2, "imdecode", lambda buf, flags: np.full((64, 64), 128, np.uint8))
     noise = np.random.default_rng(3).integers(0, 256, (64, 64), np.uint8)
     data = encode(Image.fromarray(noise), "JPEG", quality=90)
     for end in range(len(data) // 3, len(data) - 1, 97):
