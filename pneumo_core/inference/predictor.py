@@ -136,7 +136,7 @@ class Predictor:
         decoded = [self.decode(img.data, img.name) for img in request.images]
         resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
         inputs = [to_input(r, self.prep) for r in resized]
-        batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
+        batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one image: a view, no copy
         probs = self.probabilities(batch)
         classes, thr = self.info.classes, self.info.threshold
         results = []
