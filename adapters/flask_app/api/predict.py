@@ -58,5 +58,5 @@ class Predict(Resource):
             raise ApiError(403, "rejected", str(exc)) from None
         for r in response.results:
             PREDICTIONS.labels(label=r.label).inc()
-        # Serialised by pydantic in one call: half the time of flask-restx's json.dumps of a dict.
+        # Serialised by pydantic in one call, not as a dict that flask-restx hands to json.dumps.
         return Response(response.model_dump_json(), mimetype="application/json")
