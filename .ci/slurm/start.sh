@@ -52,7 +52,12 @@ export SLURM_CONF="$CONF"
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # State of our node as sinfo reports it (idle, mix, alloc, down*, ...).
-node_state() { timeout 10 sinfo -h -n "$NODE" -o '%t' 2>/dev/null | head -n 1; }
+# (Full output first, then its first line: `| head -n 1` can SIGPIPE the writer, fatal under pipefail.)
+node_state() {
+    local out
+    out="$(timeout 10 sinfo -h -n "$NODE" -o '%t' 2>/dev/null)" || true
+    printf '%s\n' "${out%%$'\n'*}"
+}
 
 tail_logs() {
     local f
@@ -91,7 +96,8 @@ fi
 # ---- slurm.conf ------------------------------------------------------------
 # Size the node from what slurmd sees; keep RealMemory ~5% below the actual so
 # the node is never drained for "Low RealMemory".
-hw="$(slurmd -C | head -n 1)"
+hw="$(slurmd -C)"
+hw="${hw%%$'\n'*}"
 # hw_field KEY: value of KEY=... in the first line of `slurmd -C`.
 hw_field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$hw"; }
 CPUS="$(hw_field CPUs)"

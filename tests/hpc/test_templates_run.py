@@ -40,10 +40,10 @@ for _ in $(seq 1 300); do sleep 0.1; done
 exit 99
 """
 
-# scontrol: `show hostnames` prints FAKE_NODES; everything else is logged.
+# scontrol: `show hostnames` prints FAKE_NODES (or the file FAKE_NODES_FILE); everything else is logged.
 FAKE_SCONTROL = r"""#!/bin/bash
 if [ "$1 $2" = "show hostnames" ]; then
-    printf '%s\n' $FAKE_NODES
+    if [ -n "${FAKE_NODES_FILE:-}" ]; then exec cat "$FAKE_NODES_FILE"; else printf '%s\n' $FAKE_NODES; fi
     exit 0
 fi
 echo "$*" >> "$FAKE_DIR/scontrol.calls"
@@ -103,10 +103,17 @@ class Job:
         path = self.dir / name
         return path.read_text() if path.exists() else ""
 
-    def wait_ready(self, name: str = "pneumo", timeout: float = 20) -> None:
+    def wait_ready(self, proc: subprocess.Popen, name: str = "pneumo", timeout: float = 20) -> None:
+        """Wait until the fake ``name`` runs; fail at once, with the job's output, if the job ends first."""
         deadline = time.monotonic() + timeout
         while not (self.dir / f"{name}.ready").exists():
-            assert time.monotonic() < deadline, f"{name} never started"
+            if proc.poll() is not None:
+                out, _ = proc.communicate()
+                pytest.fail(f"the job exited {proc.returncode} before {name} started:\n{out}")
+            if time.monotonic() >= deadline:
+                proc.kill()
+                out, _ = proc.communicate()
+                pytest.fail(f"{name} never started in {timeout:g}s; the job printed:\n{out}")
             time.sleep(0.05)
 
 
@@ -132,7 +139,7 @@ def test_usr1_checkpoints_and_requeues(capsys, tmp_path, fakes):
     script = rendered(capsys, SMOKE, "--pneumo", shlex.quote(str(fakes / "pneumo")))
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait")
     proc = job.start()
-    job.wait_ready()
+    job.wait_ready(proc)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -146,7 +153,7 @@ def test_term_checkpoints_but_does_not_requeue(capsys, tmp_path, fakes):
     script = rendered(capsys, SMOKE, "--pneumo", shlex.quote(str(fakes / "pneumo")))
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait")
     proc = job.start()
-    job.wait_ready()
+    job.wait_ready(proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 75, out
@@ -160,7 +167,7 @@ def test_trainer_killed_by_the_signal_still_requeues(capsys, tmp_path, fakes):
     script = rendered(capsys, SMOKE, "--pneumo", shlex.quote(str(fakes / "pneumo")))
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait", FAKE_SIGNAL_RC="138")
     proc = job.start()
-    job.wait_ready()
+    job.wait_ready(proc)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -172,7 +179,7 @@ def test_no_requeue_ends_with_75(capsys, tmp_path, fakes):
     script = rendered(capsys, SMOKE, "--pneumo", shlex.quote(str(fakes / "pneumo")), "--no-requeue")
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait")
     proc = job.start()
-    job.wait_ready()
+    job.wait_ready(proc)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 75, out
@@ -193,7 +200,7 @@ def test_torchrun_gets_term_and_its_failure_after_usr1_still_requeues(capsys, tm
     # torchrun exits 1 (not 75) when its workers stop on a signal
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait", FAKE_SIGNAL_RC="1")
     proc = job.start()
-    job.wait_ready("torchrun")
+    job.wait_ready(proc, "torchrun")
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -208,7 +215,7 @@ def test_multi_node_rendezvous_and_signal_via_scancel(capsys, tmp_path, fakes):
                       "--torchrun", shlex.quote(str(fakes / "torchrun")))
     job = Job(tmp_path, fakes, script, FAKE_MODE="wait", FAKE_SIGNAL_RC="1", SLURM_NNODES="2")
     proc = job.start()
-    job.wait_ready("torchrun")
+    job.wait_ready(proc, "torchrun")
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
@@ -219,6 +226,26 @@ def test_multi_node_rendezvous_and_signal_via_scancel(capsys, tmp_path, fakes):
     assert job.read("scancel.calls").splitlines() == ["--signal=TERM 77"]
     assert job.read("torchrun.signals").split() == ["TERM"]
     assert job.read("scontrol.calls").splitlines() == ["requeue 77"]
+
+
+def test_multi_node_head_node_from_a_long_node_list(capsys, tmp_path, fakes):
+    """A node list longer than a pipe buffer: the first node is the rendezvous host, and no SIGPIPE kills the job."""
+    script = rendered(capsys, SMOKE, "--nodes", "2", "--pneumo", "pneumo", "--torchrun", shlex.quote(str(fakes / "torchrun")))
+    nodes = tmp_path / "nodes.txt"
+    nodes.write_text("".join(f"node{i:05d}\n" for i in range(20000)))  # 200 kB, over the 64 kB pipe buffer
+    job = Job(tmp_path, fakes, script, SLURM_NNODES="2", FAKE_NODES_FILE=str(nodes))
+    code, out = job.run()
+    assert code == 0, out
+    assert "--rdzv_endpoint=node00000:29500" in job.args("torchrun")
+    assert "rendezvous: node00000:29500" in out
+
+
+def test_multi_node_without_hostnames_fails_clearly(capsys, tmp_path, fakes):
+    script = rendered(capsys, SMOKE, "--nodes", "2", "--pneumo", "pneumo", "--torchrun", shlex.quote(str(fakes / "torchrun")))
+    code, out = Job(tmp_path, fakes, script, SLURM_NNODES="2", FAKE_NODES="").run()
+    assert code == 1, out
+    assert "returned no node" in out
+    assert not (tmp_path / "torchrun.args").exists()
 
 
 @pytest.mark.parametrize("task, expected", [("0", ["--set", "train.lr=0.001"]),
