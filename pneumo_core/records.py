@@ -42,6 +42,9 @@ class Sample:
 
     ``group`` is the patient (or other leakage unit): splits never put one group on both sides.
     ``split`` is set when the source defines it (e.g. an official test split), else ``None``.
+    ``order`` is ``(series, position)`` when the source knows the acquisition order (Kermany
+    patient numbers within a file-name series); the ``temporal`` validation split holds out the
+    lowest positions of each series. ``None``: the sample never goes to the temporal split.
     """
 
     key: str
@@ -49,6 +52,7 @@ class Sample:
     group: str
     load: Callable[[], np.ndarray]
     split: Optional[Split] = None
+    order: Optional[tuple[str, float]] = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Dataset plugin ``csv``: a manifest with columns path,label[,patient][,split]."""
+"""Dataset plugin ``csv``: a manifest with columns path,label[,patient][,split][,series,order].
+
+``series`` and ``order`` give the acquisition order the ``temporal`` validation split uses
+(lowest ``order`` of each series held out); without them it comes from Kermany file names.
+"""
 from __future__ import annotations
 
 import csv
@@ -10,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl
 from pneumo_core.imaging import load_image
-from plugins.datasets.kermany_names import patient_id
+from plugins.datasets.kermany_names import acquisition_order, patient_id
 
 _SPLITS = {"train", "val", "test"}
 
@@ -24,10 +28,26 @@ class CsvParams(BaseModel):
     label_column: str = "label"
     patient_column: str = "patient"
     split_column: str = "split"
+    series_column: str = Field("series", description="Acquisition series (optional column).")
+    order_column: str = Field("order", description="Acquisition order within the series, a number "
+                              "(optional column; e.g. patient number or study date as YYYYMMDD).")
 
 
 def _load(path: Path):
     return load_image(path).pixels
+
+
+def _order(row: dict, params: CsvParams, name: str, where: str) -> Optional[tuple[str, float]]:
+    value = (row.get(params.order_column) or "").strip()
+    if not value:
+        return acquisition_order(name)
+    try:
+        position = float(value)
+    except ValueError:
+        raise PluginError(f"csv: {where}: {params.order_column} {value!r} is not a number") from None
+    if position != position or position in (float("inf"), float("-inf")):
+        raise PluginError(f"csv: {where}: {params.order_column} {value!r} must be a finite number")
+    return (row.get(params.series_column) or "").strip(), position
 
 
 def build(params: CsvParams) -> SampleTable:
@@ -55,7 +75,8 @@ def build(params: CsvParams) -> SampleTable:
         path = root / row[params.path_column]
         group = (row.get(params.patient_column) or "").strip() or patient_id(path.name)
         samples.append(Sample(key=row[params.path_column], label=index[label], group=group,
-                              load=partial(_load, path), split=split))
+                              load=partial(_load, path), split=split,
+                              order=_order(row, params, path.name, f"{file}:{line}")))
     return SampleTable(classes=tuple(classes), samples=tuple(samples), description=f"csv manifest {file}")
 
 

@@ -1,7 +1,8 @@
 """Dataset plugin ``imagefolder``: ``root/{train,val,test}/{CLASS}/*`` as in the Kermany release.
 
 A root holding class folders directly (no split folders) is read as unsplit data. Patient ids
-come from Kermany file names, so the core's validation split never leaks a patient.
+and the acquisition order come from Kermany file names, so the core's validation splits never
+leak a patient and its ``temporal`` split holds out the earliest patients of each series.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl
 from pneumo_core.imaging import load_image
-from plugins.datasets.kermany_names import patient_id
+from plugins.datasets.kermany_names import acquisition_order, patient_id
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 
@@ -45,7 +46,8 @@ def build(params: ImageFolderParams) -> SampleTable:
             for path in sorted(cls_dir.iterdir()):
                 if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
                     samples.append(Sample(key=str(path.relative_to(root)), label=label,
-                                          group=patient_id(path.name), load=partial(_load, path), split=split))
+                                          group=patient_id(path.name), load=partial(_load, path), split=split,
+                                          order=acquisition_order(path.name)))
     if not samples:
         raise PluginError(f"imagefolder: no images under {root} in class folders {params.classes}")
     return SampleTable(classes=tuple(params.classes), samples=tuple(samples), description=f"image folder {root}")

@@ -23,7 +23,8 @@ def add_cli(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model artifact on a dataset split")
     p.add_argument("artifact")
     p.add_argument("--data", required=True, help="config whose data section names the dataset")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--split", default="test", choices=["train", "val", "temporal", "test", "all"],
+                   help="test: the dataset's own; val/temporal: the validation splits training drew")
     p.add_argument("--out", help="folder for metrics.json, plots and report (default: ARTIFACT/eval-<split>)")
     p.add_argument("--bootstrap", type=int, default=1000)
     add_set_option(p)

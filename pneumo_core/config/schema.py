@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -29,8 +29,21 @@ class DataSection(PluginRef):
                                 "for validation when the dataset has no usable val split.")
     min_val_images: int = Field(100, ge=0, description="A provided val split smaller than this is "
                                 "replaced by a patient-grouped split of train.")
+    temporal_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of the patients of each "
+                                     "acquisition series and label, earliest first, held out as the "
+                                     "`temporal` validation split (0: none). Needs a dataset that "
+                                     "knows the acquisition order (imagefolder, csv).")
+    select_on: Literal["val", "temporal"] = Field("val", description="Validation split that chooses the "
+                                                  "best epoch, the temperature and the threshold.")
     cache: bool = Field(True, description="Decode and resize each image once, keep it in memory.")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for augmentation.")
+
+
+    @model_validator(mode="after")
+    def _temporal_needed(self) -> "DataSection":
+        if self.select_on == "temporal" and self.temporal_fraction == 0:
+            raise ValueError("select_on: temporal needs temporal_fraction > 0 (e.g. 0.1)")
+        return self
 
 
 class AugmentSection(PluginRef):
@@ -57,6 +70,9 @@ class TrainSection(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     class_weighting: Literal["balanced", "none"] = "balanced"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    ema_decay: Optional[float] = Field(None, ge=0.5, lt=1, description="Keep an exponential moving "
+                                       "average of the weights (timm ModelEmaV3, with warm-up); "
+                                       "validation, selection and the artifact use it. e.g. 0.998.")
     grad_clip: Optional[float] = Field(1.0, gt=0)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     threshold: ThresholdSection = Field(default_factory=ThresholdSection)

@@ -20,7 +20,12 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
                       out_dir: Optional[Path] = None, overrides: Sequence[str] = (),
                       bootstrap: int = 1000) -> dict:
     """Metrics (AUC with 95% CI, accuracy, sensitivity, ...) of the artifact on ``split`` of the
-    config's dataset; writes metrics.json, plots and report.md to ``out_dir``."""
+    config's dataset; writes metrics.json, plots and report.md to ``out_dir``.
+
+    ``train``, ``val`` and ``temporal`` are drawn as training drew them from the same config
+    (``temporal`` with the config's ``data.temporal_fraction``, 0.1 when that is 0); ``test`` is the
+    dataset's own test split; ``all`` every image.
+    """
     from pneumo_core.inference import Predictor
 
     predictor = Predictor(artifact_dir, batching=False, warmup=False)
@@ -31,8 +36,10 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
     if split == "all":
         samples = list(table.samples)
     else:
-        splits = assign_splits(table, rc.config.data.val_fraction, rc.config.data.min_val_images,
-                               rc.config.train.seed) if split in ("train", "val") else None
+        data = rc.config.data
+        temporal = data.temporal_fraction or (0.1 if split == "temporal" else 0.0)
+        splits = assign_splits(table, data.val_fraction, data.min_val_images, rc.config.train.seed,
+                               temporal) if split in ("train", "val", "temporal") else None
         samples = splits[split] if splits else [s for s in table.samples if s.split == "test"]
     if not samples:
         raise PneumoError(f"the dataset has no '{split}' images; choose --split all or another split")

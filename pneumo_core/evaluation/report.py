@@ -33,6 +33,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
     """Write ``report.md``: intended use, data and split, metrics with CIs, limitations."""
     data, train = meta["data"], meta["training"]
+    selected = meta.get("selected_on", "val")
     lines = [
         f"# Model card: {meta['name']}",
         "",
@@ -49,14 +50,20 @@ def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
         f"- Input: {meta['preprocessing']['image_size']} px square, grayscale, "
         f"per-{meta['preprocessing']['normalize']} normalisation.",
         f"- Operating threshold {meta['threshold']:.4f} on P({meta['classes'][1]}), chosen on "
-        f"validation data by `{meta['threshold_method']}`; temperature {meta['calibration']['temperature']:.3f}.",
+        f"the `{selected}` split by `{meta['threshold_method']}`; temperature "
+        f"{meta['calibration']['temperature']:.3f}, fitted on the `{selected}` split.",
         "",
         "## Data and split",
         f"- Source: {data['description']} (fingerprint `{data['fingerprint'][:16]}…`).",
-        f"- Images per split: {data['counts']}. Validation is split by patient: no patient is in "
-        "both train and validation.",
-        f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}), "
-        f"best epoch {train['best_epoch']} by validation ROC AUC.",
+        f"- Images per split: {data['counts']}. Every split is grouped by patient: no patient is in "
+        "two splits. `val` is a random, label-stratified share of the patients; `temporal` holds "
+        "the earliest patients of each acquisition series (lowest file-name numbers), standing in "
+        "for images from another period.",
+        f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}"
+        f"{', EMA of weights ' + str(train['ema_decay']) if train.get('ema_decay') else ''}), "
+        f"best epoch {train['best_epoch']} by ROC AUC on the `{selected}` split.",
+        f"- So the `{selected}` split chose the epoch, the temperature and the threshold: its "
+        "figures below are optimistic; the other splits' are not.",
         "",
         "## Metrics",
         "95% confidence intervals for AUC by bootstrap. Metrics at the operating threshold, with "
@@ -65,8 +72,8 @@ def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
         metrics_table(meta["metrics"]),
         "",
         "## Limitations",
-        "- Validation images come from the same hospital and period as training; performance on "
-        "other populations is expected to be lower (the Kermany test split is known to be harder).",
+        "- Validation images come from the same hospital as training; performance on other "
+        "populations is expected to be lower (the Kermany test split is known to be harder).",
         "- Pediatric anterior-posterior radiographs only; labels are image-level, no localisation.",
         "- Grad-CAM heatmaps show where the model looked, not where disease is.",
         "",

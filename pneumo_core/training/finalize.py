@@ -31,24 +31,27 @@ def library_versions() -> dict[str, str]:
 
 
 def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Preprocessing,
-             device: torch.device, precision: str, val: tuple[np.ndarray, np.ndarray],
+             device: torch.device, precision: str, val_sets: dict[str, tuple[np.ndarray, np.ndarray]],
              test: Optional[tuple[np.ndarray, np.ndarray]], history: list[dict], table, splits,
              data_fp: str, training: dict[str, Any]) -> Path:
-    """Write the complete artifact folder ``out`` (replacing an older one atomically)."""
+    """Write the complete artifact folder ``out`` (replacing an older one atomically).
+
+    ``val_sets`` maps each validation split to (images, labels), the selecting one first: it
+    fits the temperature and the threshold; every split is reported.
+    """
     from pneumo_core.training.trainer import predict_logits
 
     cfg, tc = rc.config, rc.config.train
-    val_logits = predict_logits(model, val[0], prep, device, precision)
-    temperature = fit_temperature(val_logits, val[1]) if tc.calibrate else 1.0
-    val_p = apply_temperature(val_logits, temperature)
-    threshold = choose_threshold(val[1], val_p, tc.threshold.method, tc.threshold.target_sensitivity,
-                                 tc.threshold.value)
-    metrics = {"val": binary_metrics(val[1], val_p, threshold, tc.bootstrap, tc.seed)}
-    probs = {"val": (val[1], val_p)}
+    select = next(iter(val_sets))
+    logits = {name: predict_logits(model, images, prep, device, precision) for name, (images, _) in val_sets.items()}
     if test is not None:
-        test_p = apply_temperature(predict_logits(model, test[0], prep, device, precision), temperature)
-        metrics["test"] = binary_metrics(test[1], test_p, threshold, tc.bootstrap, tc.seed)
-        probs["test"] = (test[1], test_p)
+        logits["test"] = predict_logits(model, test[0], prep, device, precision)
+    labels = {name: y for name, (_, y) in val_sets.items()} | ({"test": test[1]} if test is not None else {})
+    temperature = fit_temperature(logits[select], labels[select]) if tc.calibrate else 1.0
+    probs = {name: (labels[name], apply_temperature(lg, temperature)) for name, lg in logits.items()}
+    threshold = choose_threshold(labels[select], probs[select][1], tc.threshold.method,
+                                 tc.threshold.target_sensitivity, tc.threshold.value)
+    metrics = {name: binary_metrics(y, p, threshold, tc.bootstrap, tc.seed) for name, (y, p) in probs.items()}
 
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -68,6 +71,7 @@ def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Pre
         "positive_class": table.classes[1],
         "preprocessing": prep.model_dump(),
         "threshold": threshold,
+        "selected_on": select,
         "threshold_method": tc.threshold.method if tc.threshold.method != "sensitivity"
         else f"sensitivity>={tc.threshold.target_sensitivity}",
         "calibration": {"method": "temperature" if tc.calibrate else "none", "temperature": temperature},

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from timm.utils.model_ema import ModelEmaV3
 from tqdm.auto import tqdm
 
 from pneumo_core.config.loader import ResolvedConfig
@@ -147,12 +148,15 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     table = rc.pm.get("datasets", cfg.data.name).build(rc.data_params)
     if len(table.classes) != 2:
         raise PneumoError(f"pneumo trains binary classifiers; dataset gives {len(table.classes)} classes {table.classes}")
-    splits = assign_splits(table, cfg.data.val_fraction, cfg.data.min_val_images, tc.seed)
+    splits = assign_splits(table, cfg.data.val_fraction, cfg.data.min_val_images, tc.seed,
+                           cfg.data.temporal_fraction)
     prep = Preprocessing(image_size=cfg.data.image_size, in_chans=cfg.model.in_chans)
     train_images = decode_all(splits["train"], prep.image_size, "decode train", progress)
-    val_images = decode_all(splits["val"], prep.image_size, "decode val", progress)
     train_labels = np.array([s.label for s in splits["train"]])
-    val_labels = np.array([s.label for s in splits["val"]])
+    # every validation split, the selecting one (data.select_on) first
+    val_sets = {name: (decode_all(splits[name], prep.image_size, f"decode {name}", progress),
+                       np.array([s.label for s in splits[name]]))
+                for name in dict.fromkeys([cfg.data.select_on, "val", "temporal"]) if splits[name]}
     augment = rc.pm.get("augmentations", cfg.augment.name).build(rc.augment_params, prep.image_size, True)
     dataset = CachedImages(train_images, train_labels, prep, augment, tc.seed)
     sampler = EpochBatchSampler(len(dataset), tc.batch_size, tc.seed, dinfo.rank, dinfo.world_size)
@@ -179,11 +183,15 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     opt = make_optimizer(model, tc)
     sched = make_scheduler(opt, tc, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    ema = ModelEmaV3(model, decay=tc.ema_decay, use_warmup=True) if tc.ema_decay else None
+    evaluated = ema.module if ema is not None else model  # what validation, selection and the artifact use
 
     history: list[dict[str, Any]] = []
     start_epoch, start_batch, best_auc, best_epoch, best_state, stale = 0, 0, -1.0, -1, None, 0
     if state is not None:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, best_auc, best_epoch = list(state["history"]), state["best_auc"], state["best_epoch"]
@@ -203,6 +211,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         if dinfo.is_main:
             save_checkpoint(run_dir, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None,
                 "epoch": epoch, "batch": batch, "history": history, "best_auc": best_auc,
                 "best_epoch": best_epoch, "best_model": best_state, "stale": stale,
                 "torch_rng": torch.get_rng_state(), "finished": finished, "stopped_early": stopped_early,
@@ -238,6 +247,8 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update(model, step=epoch * steps_per_epoch + step + 1)
             losses.append(loss.item())
             seen += len(x) * dinfo.world_size
             bar.update(1)
@@ -250,45 +261,50 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
                     f"run the same command again to resume")
         bar.close()
         elapsed = time.perf_counter() - t0
-        val_logits = predict_logits(model, val_images, prep, device, precision, channels_last=tc.channels_last)
-        val_loss, val_auc = _val_metrics(val_logits, val_labels)
+        val_scores = {}
+        for name, (images, labels) in val_sets.items():
+            logits = predict_logits(evaluated, images, prep, device, precision, channels_last=tc.channels_last)
+            val_scores[f"{name}_loss"], val_scores[f"{name}_auc"] = _val_metrics(logits, labels)
+        val_auc = val_scores[f"{cfg.data.select_on}_auc"]
         train_loss = float(np.mean(losses)) if losses else float("nan")
         if dinfo.world_size > 1:  # report the mean over ranks
             t = torch.tensor([train_loss])
             dist.all_reduce(t)
             train_loss = float(t) / dinfo.world_size
-        metrics = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-                   "val_auc": round(val_auc, 6), "lr": opt.param_groups[0]["lr"],
+        metrics = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
+                   **{k: round(v, 6) for k, v in val_scores.items()}, "lr": opt.param_groups[0]["lr"],
                    "images_per_s": round(seen / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 2)}
         history.append(metrics)
         if val_auc > best_auc:
             best_auc, best_epoch, stale = val_auc, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         else:
             stale += 1
         if dinfo.is_main:
             rc.pm.hook.pneumo_epoch_end(run=run, metrics=dict(metrics))
-            print(f"epoch {epoch + 1}/{tc.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
-                  f"val_auc={val_auc:.4f} {metrics['images_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+            scores = " ".join(f"{k}={v:.4f}" for k, v in val_scores.items())
+            print(f"epoch {epoch + 1}/{tc.epochs} train_loss={train_loss:.4f} {scores} "
+                  f"{metrics['images_per_s']:.1f} img/s", file=sys.stderr, flush=True)
         stopped_early = tc.early_stopping_patience is not None and stale >= tc.early_stopping_patience
         checkpoint(epoch + 1, 0)
         if stopped_early:
             if dinfo.is_main:
-                print(f"early stopping: no val AUC gain for {stale} epochs", file=sys.stderr)
+                print(f"early stopping: no {cfg.data.select_on} AUC gain for {stale} epochs", file=sys.stderr)
             break
         if _all_agree_stop(flag, dinfo.world_size):
             raise TrainingInterrupted(f"signal {flag.signum}: checkpoint saved after epoch {epoch + 1}; "
                                       "run the same command again to resume")
 
     if best_state is not None:
-        model.load_state_dict(best_state)
+        evaluated.load_state_dict(best_state)
     if dinfo.is_main:
         test_samples = splits["test"]
         test_images = decode_all(test_samples, prep.image_size, "decode test", progress) if test_samples else None
-        finalize(rc, artifact_dir, model=model, prep=prep, device=device, precision=precision,
-                 val=(val_images, val_labels), test=(test_images, np.array([s.label for s in test_samples])) if test_samples else None,
+        finalize(rc, artifact_dir, model=evaluated, prep=prep, device=device, precision=precision,
+                 val_sets=val_sets, test=(test_images, np.array([s.label for s in test_samples])) if test_samples else None,
                  history=history, table=table, splits=splits, data_fp=fingerprint(splits, table.classes),
                  training={"epochs_run": len(history), "best_epoch": best_epoch, "best_val_auc": best_auc,
+                           "ema_decay": tc.ema_decay,
                            "precision": precision, "device": str(device), "world_size": dinfo.world_size,
                            "batch_size": tc.batch_size})
         rc.pm.hook.pneumo_train_end(run=run, artifact=artifact_dir)

@@ -78,3 +78,12 @@ def test_schema_is_json_schema():
     assert schema["type"] == "object"
     assert {"model", "data", "augment", "train", "serve", "hpc"} <= set(schema["properties"])
     assert "data" in schema["required"]
+
+
+def test_temporal_selection_needs_a_temporal_split(repo):
+    out = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", "data.select_on=temporal")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "select_on: temporal needs temporal_fraction > 0" in out.stderr
+    ok = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", "data.select_on=temporal",
+                 "--set", "data.temporal_fraction=0.1")
+    assert ok.returncode == 0, ok.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo_core import PluginError
+from pneumo_core import PluginError, PneumoError
 from pneumo_core.config import resolve
 from pneumo_core.data.splits import assign_splits
 from pneumo_core.imaging import ImageError
@@ -133,3 +133,53 @@ def test_synthetic_is_deterministic_and_split():
     c = _table({"name": "synthetic", "params": {**params, "seed": 6}})
     assert not np.array_equal(a.samples[0].load(), c.samples[0].load())
     assert len({s.group for s in a.samples}) == 16
+
+
+def test_temporal_split_holds_out_the_earliest_patients_of_each_series(kermany_tree):
+    table = _table({"name": "imagefolder", "params": {"root": str(kermany_tree)}})
+    by_key = {s.key: s for s in table.samples}
+    assert by_key["train/PNEUMONIA/person3_virus_9.jpeg"].order == ("person", 3)
+    assert by_key["train/NORMAL/NORMAL2-IM-0004-0001.jpeg"].order == ("NORMAL2-IM", 4)
+    assert by_key["train/NORMAL/IM-0004-0001.jpeg"].order == ("IM", 4)
+
+    splits = assign_splits(table, val_fraction=0.2, min_val_images=10, seed=1, temporal_fraction=0.2)
+    held = {s.group for s in splits["temporal"]}
+    # 20% of each series: persons 0-5 of 30, IM-0000..0003 and NORMAL2-IM-0000..0003 of 20
+    assert held == {f"person{p}" for p in range(6)} | {f"IM-{p:04d}" for p in range(4)} \
+        | {f"NORMAL2-IM-{p:04d}" for p in range(4)}
+    assert all(len([s for s in splits["temporal"] if s.group == g]) in (2, 3) for g in held), "patients stay whole"
+    groups = {name: {s.group for s in splits[name]} for name in ("train", "val", "temporal")}
+    assert groups["train"].isdisjoint(groups["val"]) and groups["train"].isdisjoint(groups["temporal"])
+    assert groups["val"].isdisjoint(groups["temporal"])
+    assert {s.label for s in splits["val"]} == {0, 1}
+    assert len(splits["test"]) == 2, "the official test split is kept apart"
+    assert splits["temporal"] == assign_splits(table, 0.2, 10, seed=7, temporal_fraction=0.2)["temporal"], \
+        "the temporal split does not depend on the seed"
+    assert assign_splits(table, 0.2, 10, seed=1)["temporal"] == []
+
+
+def test_temporal_split_needs_an_order(tmp_path):
+    for i in range(8):
+        _jpeg(tmp_path / "imgs" / f"{i}.png", i)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"imgs/{i}.png,{'NORMAL' if i % 2 else 'PNEUMONIA'}\n"
+                                                 for i in range(8)))
+    table = _table({"name": "csv", "params": {"path": str(manifest)}})
+    with pytest.raises(PneumoError, match="no acquisition order"):
+        assign_splits(table, 0.25, 0, seed=0, temporal_fraction=0.25)
+
+
+def test_csv_order_columns(tmp_path):
+    for i in range(4):
+        _jpeg(tmp_path / "imgs" / f"{i}.png", i)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,series,order\nimgs/0.png,NORMAL,siteA,20240105\nimgs/1.png,PNEUMONIA,,3\n"
+                        "imgs/2.png,PNEUMONIA,siteB,\nimgs/3.png,NORMAL,,\n")
+    table = _table({"name": "csv", "params": {"path": str(manifest)}})
+    assert [s.order for s in table.samples] == [("siteA", 20240105.0), ("", 3.0), None, None]
+    manifest.write_text("path,label,order\nimgs/0.png,NORMAL,soon\n")
+    with pytest.raises(PluginError, match=r"m.csv:2: order 'soon' is not a number"):
+        _table({"name": "csv", "params": {"path": str(manifest)}})
+    manifest.write_text("path,label,order\nimgs/person7_virus_1.png,NORMAL,\n")
+    assert _table({"name": "csv", "params": {"path": str(manifest)}}).samples[0].order == ("person", 7.0), \
+        "without an order column the Kermany file name gives it"

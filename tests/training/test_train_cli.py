@@ -71,6 +71,43 @@ def test_smoke_training_writes_a_complete_artifact(tmp_path):
     assert changed.returncode == 2 and "different config" in changed.stderr
 
 
+def test_temporal_split_chooses_epoch_temperature_and_threshold_with_ema(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(_train_cmd(run_dir, "--set", "data.temporal_fraction=0.2", "--set", "data.select_on=temporal",
+                                    "--set", "train.ema_decay=0.9"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((run_dir / "artifact" / "model.json").read_text())
+    assert meta["selected_on"] == "temporal"
+    assert set(meta["metrics"]) == {"temporal", "val", "test"}
+    assert meta["data"]["counts"]["temporal"] == meta["metrics"]["temporal"]["n"] > 0
+    history = meta["training"]["history"]
+    assert all("temporal_auc" in h and "val_auc" in h for h in history)
+    best = max(history, key=lambda h: h["temporal_auc"])  # first of equal maxima, as training keeps
+    assert meta["training"]["best_epoch"] == best["epoch"]
+    assert meta["training"]["ema_decay"] == 0.9
+    report = (run_dir / "artifact" / "report.md").read_text()
+    assert "chosen on the `temporal` split" in report and "fitted on the `temporal` split" in report
+    assert "best epoch" in report and "ROC AUC on the `temporal` split" in report
+    # the artifact holds the averaged weights of the best epoch, not the raw ones
+    import torch
+
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    weights = load_file(str(run_dir / "artifact" / "model.safetensors"))
+    key = "fc.weight"
+    assert not torch.equal(state["ema"][key], state["model"][key])
+    assert torch.allclose(weights[key].float(), state["best_model"][key].float(), atol=1e-3)
+    if meta["training"]["best_epoch"] == len(history):
+        assert torch.allclose(weights[key].float(), state["ema"][key].float(), atol=1e-3)
+
+    evaluated = run_cli("evaluate", str(run_dir / "artifact"), "--data", str(REPO / "configs" / "smoke.yaml"),
+                        *SMALL[:-1], "--set", "data.temporal_fraction=0.2",
+                        "--split", "temporal", "--bootstrap", "20", "--out", str(tmp_path / "ev"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["n"] == meta["metrics"]["temporal"]["n"]
+    assert json.loads(evaluated.stdout)["auc"] == pytest.approx(meta["metrics"]["temporal"]["auc"], abs=0.02)
+
+
 def test_sigkill_mid_run_resumes_and_finishes(tmp_path):
     run_dir = tmp_path / "run"
     cmd = _train_cmd(run_dir, "--set", "train.epochs=4", "--set", "data.params.n_train=256")

@@ -32,7 +32,8 @@ def build(params: SyntheticParams) -> SampleTable:
             label = 1 if i < n_pos else 0
             seed = offset + len(samples)
             samples.append(Sample(key=f"{split}/{i}", label=label, group=f"phantom-{seed}",
-                                  load=partial(render_phantom, label, params.size, seed), split=split))
+                                  load=partial(render_phantom, label, params.size, seed), split=split,
+                                  order=("phantom", float(seed))))
     return SampleTable(classes=("NORMAL", "PNEUMONIA"), samples=tuple(samples),
                        description=f"synthetic phantoms (seed {params.seed})")
 
