@@ -26,7 +26,7 @@ from pneumo_core.config import resolve  # noqa: E402
 from pneumo_core.data.preprocess import Preprocessing  # noqa: E402
 from pneumo_core.training import train  # noqa: E402
 from pneumo_core.training.loader import CachedImages, EpochBatchSampler, make_loader  # noqa: E402
-from pneumo_core.training.runtime import autocast  # noqa: E402
+from pneumo_core.device import autocast  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kermany-cxr"
 

@@ -23,7 +23,7 @@ from typing import Iterable, Optional, Sequence
 
 import pluggy
 
-from pneumo_core import hookspecs
+import pneumo_core.hookspecs as hookspecs
 from pneumo_core.errors import PluginError
 from pneumo_core.records import AugmentationSpec, DatasetSpec, ModelSpec
 

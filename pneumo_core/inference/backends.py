@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pneumo_core.errors import ArtifactError, PneumoError
-from pneumo_core.training.runtime import cpu_has_bf16
+from pneumo_core.device import cpu_has_bf16
 
 
 class TorchBackend:

@@ -5,7 +5,6 @@ import io
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image
 
 
@@ -28,6 +27,8 @@ class GradCamRenderer:
 def overlay_png(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:
     """Blend a jet-coloured map over the grayscale image (both S x S) and encode PNG."""
     base = np.repeat(gray[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    from matplotlib import colormaps  # here, so that serving without heatmaps never loads matplotlib
+
     colour = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
     weight = alpha * np.clip(cam, 0, 1)[..., None] ** 0.5
     mixed = (base * (1 - weight) + colour * weight) * 255

@@ -16,7 +16,7 @@ import numpy as np
 from pneumo_core.artifact.store import load_artifact, write_checksums
 from pneumo_core.data.preprocess import preprocess
 from pneumo_core.errors import PneumoError
-from pneumo_core.evaluation.calibration import apply_temperature
+from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import ImageError, load_image
 from pneumo_core.inference.backends import OnnxBackend
 

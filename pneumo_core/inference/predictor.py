@@ -13,7 +13,7 @@ import numpy as np
 
 from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, load_artifact
 from pneumo_core.data.preprocess import resize_square, to_input
-from pneumo_core.evaluation.calibration import apply_temperature
+from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
 from pneumo_core.inference.backends import ONNX_FILES, OnnxBackend, TorchBackend
 from pneumo_core.inference.batcher import MicroBatcher

@@ -16,6 +16,7 @@ from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.evaluation import apply_temperature, binary_metrics, choose_threshold, fit_temperature
 from pneumo_core.evaluation.plots import evaluation_plots, learning_curves
 from pneumo_core.evaluation.report import write_report
+from pneumo_core.training.validation import predict_logits
 
 
 def library_versions() -> dict[str, str]:
@@ -39,8 +40,6 @@ def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Pre
     ``val_sets`` maps each validation split to (images, labels), the selecting one first: it
     fits the temperature and the threshold; every split is reported.
     """
-    from pneumo_core.training.trainer import predict_logits
-
     cfg, tc = rc.config, rc.config.train
     select = next(iter(val_sets))
     logits = {name: predict_logits(model, images, prep, device, precision) for name, (images, _) in val_sets.items()}

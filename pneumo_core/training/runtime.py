@@ -1,54 +1,11 @@
-"""Device, precision and distributed setup."""
+"""Distributed setup of a training run (torchrun environment, process group)."""
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.distributed as dist
-
-from pneumo_core.errors import PneumoError
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise PneumoError("train.device is cuda but no CUDA GPU is visible; use device: auto or cpu")
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def pick_precision(choice: str, device: torch.device) -> str:
-    """Resolve 'auto' to 'bf16' where the hardware runs it natively, else 'fp32'."""
-    if choice != "auto":
-        if choice == "fp16" and device.type == "cpu":
-            return "bf16"
-        return choice
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved precision ('fp32' gives a no-op context)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,16 @@ from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.data.splits import assign_splits
+from pneumo_core.device import autocast, pick_device, pick_precision
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import RunInfo
 from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
 from pneumo_core.training.finalize import finalize
-from pneumo_core.training.loader import CachedImages, EpochBatchSampler, iterate_eval, make_loader
-from pneumo_core.training.runtime import autocast, init_distributed, pick_device, pick_precision
+from pneumo_core.training.loader import CachedImages, EpochBatchSampler, make_loader
+from pneumo_core.training.runtime import init_distributed
 from pneumo_core.training.schedule import make_optimizer, make_scheduler
 from pneumo_core.training.sync_batchnorm import convert_to_cpu_sync_bn
+from pneumo_core.training.validation import loss_and_auc, predict_logits
 
 log = logging.getLogger("pneumo.train")
 
@@ -68,30 +70,6 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, prep: Preprocessing, device: torch.device,
-                   precision: str, batch_size: int = 64, channels_last: bool = False) -> np.ndarray:
-    """Logits (N, C) for cached uint8 images, unaugmented."""
-    model.eval()
-    out = []
-    for x in iterate_eval(images, prep, batch_size):
-        x = x.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
-
-
-def _val_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import roc_auc_score
-
-    t = torch.from_numpy(logits)
-    loss = float(F.cross_entropy(t, torch.from_numpy(labels).long()))
-    prob = torch.softmax(t, 1)[:, 1].numpy()
-    return loss, float(roc_auc_score(labels, prob))
 
 
 def _all_agree_stop(flag: _StopFlag, world: int) -> bool:
@@ -264,7 +242,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         val_scores = {}
         for name, (images, labels) in val_sets.items():
             logits = predict_logits(evaluated, images, prep, device, precision, channels_last=tc.channels_last)
-            val_scores[f"{name}_loss"], val_scores[f"{name}_auc"] = _val_metrics(logits, labels)
+            val_scores[f"{name}_loss"], val_scores[f"{name}_auc"] = loss_and_auc(logits, labels)
         val_auc = val_scores[f"{cfg.data.select_on}_auc"]
         train_loss = float(np.mean(losses)) if losses else float("nan")
         if dinfo.world_size > 1:  # report the mean over ranks
