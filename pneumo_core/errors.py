@@ -2,7 +2,14 @@
 
 
 class PneumoError(Exception):
-    """Base class: the message says what is wrong and what to do next."""
+    """Base class: the message says what is wrong and what to do next.
+
+    ``code`` (machine-readable) and ``http_status`` are how every adapter reports it: REST as
+    ``{"error": code, "message": ...}`` with that status, RunPod as ``{"error": "code: message"}``.
+    """
+
+    code = "error"
+    http_status = 400
 
 
 class PluginError(PneumoError):
@@ -15,3 +22,13 @@ class ConfigError(PneumoError):
 
 class ArtifactError(PneumoError):
     """A model artifact is missing, truncated, corrupt or tampered with."""
+
+    code = "artifact_error"
+    http_status = 503
+
+
+class ModelOutputError(PneumoError):
+    """The model gave a non-finite output (NaN or infinity): an error, never a label."""
+
+    code = "model_output_invalid"
+    http_status = 500

@@ -9,11 +9,12 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.flask_app.api import make_blueprint
-from adapters.flask_app.api.errors import ApiError, error_response, http_error_body, http_error_headers
+from adapters.flask_app.api.errors import error_response, http_error_body, http_error_headers, pneumo_error_body
 from adapters.flask_app.auth import is_authorized
 from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
 from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
+from pneumo_core.errors import PneumoError
 from pneumo_core.imaging import ImageLimits
 from pneumo_core.inference import Predictor
 
@@ -55,9 +56,10 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+    @app.errorhandler(PneumoError)
+    def _pneumo_error(exc: PneumoError):
+        body, status = pneumo_error_body(exc)
+        return error_response(status, body["error"], body["message"])
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -33,8 +33,9 @@ except ModuleNotFoundError:  # the worker's SDK is an extra
 from adapters.runpod.fetch import FetchError  # noqa: E402
 from adapters.runpod.inputs import InputError, load_images, parse_job_input  # noqa: E402
 from adapters.runpod.settings import RunpodSettings  # noqa: E402
-from pneumo_core.imaging import ImageError, ImageLimits  # noqa: E402
-from pneumo_core.inference import IMAGE_ERROR_CODES, PredictionRejected, PredictRequest, Predictor  # noqa: E402
+from pneumo_core.imaging import ImageLimits  # noqa: E402
+from pneumo_core.errors import PneumoError  # noqa: E402
+from pneumo_core.inference import PredictRequest, Predictor  # noqa: E402
 from pneumo_core.inference.serving_process import freeze_after_load  # noqa: E402
 
 log = logging.getLogger("pneumo.runpod")
@@ -74,12 +75,8 @@ def process(raw_input: Any, predictor: Predictor, settings: RunpodSettings) -> d
         images = load_images(job, settings.max_image_bytes, settings.fetch_policy())
         response = predictor.predict(PredictRequest(images=images, heatmap=job.heatmap, source="runpod"))
         return response.model_dump(mode="json")
-    except (InputError, FetchError) as exc:
+    except (InputError, FetchError, PneumoError) as exc:  # each carries its own code
         return error(exc.code, str(exc))
-    except ImageError as exc:
-        return error(IMAGE_ERROR_CODES.get(exc.code, "unreadable_image"), str(exc))
-    except PredictionRejected as exc:
-        return error("rejected", str(exc))
 
 
 def _process_job(raw_input: Any) -> dict:

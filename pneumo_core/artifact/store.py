@@ -6,13 +6,14 @@ format, covering weights, metadata and ``model.onnx`` when present), ``report.md
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import ArtifactError
@@ -20,6 +21,8 @@ from pneumo_core.hashing import sha256_file
 
 FORMAT = "pneumo-artifact/1"
 WEIGHTS, META, SUMS = "model.safetensors", "model.json", "SHA256SUMS"
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # backend -> file in the artifact
+LOADED_FILES = (WEIGHTS, META, *ONNX_FILES.values())  # what loading may read: each must be checksummed
 
 
 class ModelRef(BaseModel):
@@ -30,18 +33,35 @@ class ModelRef(BaseModel):
 
 
 class ArtifactMeta(BaseModel):
-    """The parts of ``model.json`` that loading relies on (everything else is kept as is)."""
+    """The parts of ``model.json`` that loading relies on (everything else is kept as is).
 
-    model_config = ConfigDict(extra="allow")
+    Values are range-checked: a threshold outside (0, 1), a temperature that is not a positive
+    finite number, or classes that disagree with ``positive_class`` are refused at load.
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     format: str
     name: str
     version: str
     model: ModelRef
-    classes: list[str]
+    classes: list[str] = Field(min_length=2, max_length=2)
+    positive_class: Optional[str] = None
     preprocessing: Preprocessing
-    threshold: float
+    threshold: float = Field(gt=0, lt=1)
     calibration: dict[str, Any]
     plugins: list[str] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ArtifactMeta":
+        if len(set(self.classes)) != 2 or not all(c.strip() for c in self.classes):
+            raise ValueError(f"classes must be two distinct names, not {self.classes}")
+        if self.positive_class is not None and self.positive_class != self.classes[1]:
+            raise ValueError(f"positive_class {self.positive_class!r} must be the second class; classes are "
+                             f"{self.classes} (swapped?)")
+        t = self.calibration.get("temperature", 1.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"calibration.temperature must be a positive finite number, not {t!r}")
+        return self
 
 
 @dataclass
@@ -58,7 +78,7 @@ class Artifact:
 
 def write_checksums(folder: Path) -> None:
     """(Re)write SHA256SUMS over the files loading depends on."""
-    names = [n for n in (WEIGHTS, META, "model.onnx", "model.int8.onnx") if (folder / n).exists()]
+    names = [n for n in LOADED_FILES if (folder / n).exists()]
     lines = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in names)
     tmp = folder / f".{SUMS}.tmp"
     tmp.write_text(lines)
@@ -96,6 +116,10 @@ def verify_checksums(folder: Path) -> None:
     for required in (WEIGHTS, META):
         if required not in listed:
             raise ArtifactError(f"{folder}: {SUMS} does not cover {required}; the artifact was altered")
+    unlisted = [n for n in LOADED_FILES if n not in listed and (folder / n).exists()]
+    if unlisted:
+        raise ArtifactError(f"{folder}: {', '.join(unlisted)} not covered by {SUMS}: the file was added after the "
+                            "artifact was written. Delete it, or re-create it with `pneumo export`.")
     for line in lines:
         digest, _, name = line.partition("  ")
         path = folder / name
@@ -130,6 +154,10 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
         state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{folder / WEIGHTS}: unreadable weights: {exc}") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"{folder / WEIGHTS}: non-finite weights (NaN or infinity) in {', '.join(bad[:5])}"
+                            f"{' ...' if len(bad) > 5 else ''}; retrain or re-copy the artifact")
     return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 

@@ -11,8 +11,9 @@ from pneumo_core.cli.argtypes import positive_int
 def _artifact_problem(artifact: str, backend: str) -> str | None:
     """Why the workers could not load this artifact with this backend, or None."""
     from pneumo_core.artifact import load_artifact
+    from pneumo_core.artifact.store import ONNX_FILES
     from pneumo_core.errors import PneumoError
-    from pneumo_core.inference.backends import ONNX_FILES, require_onnx_file
+    from pneumo_core.inference.backends import require_onnx_file
 
     try:
         load_artifact(artifact)

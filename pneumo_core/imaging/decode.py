@@ -30,7 +30,8 @@ _SYNTAX_BY_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): Expl
 class ImageError(PneumoError, ValueError):
     """An image cannot be used; ``str(e)`` names ``source``, the reason, and what to do."""
 
-    code = "image_error"
+    code = "unreadable_image"
+    http_status = 400
     prefix = ""
     hint = _UPLOAD_HINT
 
@@ -45,7 +46,7 @@ class ImageError(PneumoError, ValueError):
 class UnreadableImageError(ImageError):
     """Corrupt, truncated, empty, too small, or a DICOM file without (decodable) pixel data."""
 
-    code = "unreadable"
+    code = "unreadable_image"
     prefix = "cannot read image: "
     hint = "Check that the file is a complete, uncorrupted JPEG, PNG or DICOM image and try again."
 
@@ -53,13 +54,15 @@ class UnreadableImageError(ImageError):
 class UnsupportedFormatError(ImageError):
     """Not JPEG, PNG or DICOM by its magic bytes (whatever the file name says)."""
 
-    code = "unsupported_format"
+    code = "unsupported_media_type"
+    http_status = 415
 
 
 class ImageTooLargeError(ImageError):
     """Over ``max_bytes`` or ``max_pixels`` (this includes decompression bombs)."""
 
-    code = "too_large"
+    code = "image_too_large"
+    http_status = 413
     prefix = "image too large: "
     hint = "Downscale the image or export it at a lower resolution, then try again."
 

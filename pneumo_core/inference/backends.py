@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumo_core.errors import ArtifactError, PneumoError
+from pneumo_core.artifact.store import ONNX_FILES
 from pneumo_core.device import cpu_has_bf16
+from pneumo_core.errors import ArtifactError, PneumoError
 
 
 class TorchBackend:
@@ -31,9 +32,6 @@ class TorchBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model(x).float().numpy()
-
-
-ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 
 
 def require_onnx_file(path: Path) -> None:

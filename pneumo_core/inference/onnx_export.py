@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pneumo_core.artifact.store import build_model, load_artifact, write_checksums
+from pneumo_core.artifact.store import ONNX_FILES, build_model, load_artifact, write_checksums
 
 
 def export_onnx(artifact_dir: str | Path, opset: int = 18) -> Path:
@@ -17,7 +17,7 @@ def export_onnx(artifact_dir: str | Path, opset: int = 18) -> Path:
     model = build_model(art)
     prep = art.meta.preprocessing
     dummy = torch.zeros(2, prep.in_chans, prep.image_size, prep.image_size)
-    out = art.folder / "model.onnx"
+    out = art.folder / ONNX_FILES["onnx"]
     tmp = art.folder / ".model.onnx.tmp"
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],

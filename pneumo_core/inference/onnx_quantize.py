@@ -13,14 +13,14 @@ from typing import Iterable
 
 import numpy as np
 
-from pneumo_core.artifact.store import load_artifact, write_checksums
+from pneumo_core.artifact.store import ONNX_FILES, load_artifact, write_checksums
 from pneumo_core.data.preprocess import preprocess
 from pneumo_core.errors import PneumoError
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import ImageError, load_image
 from pneumo_core.inference.backends import OnnxBackend
 
-INT8_FILE = "model.int8.onnx"
+INT8_FILE = ONNX_FILES["onnx-int8"]
 _SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
 
 
@@ -47,7 +47,7 @@ def quantize_int8(artifact_dir: str | Path, inputs: Iterable[np.ndarray]) -> tup
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     art = load_artifact(artifact_dir)
-    fp32_path = art.folder / "model.onnx"
+    fp32_path = art.folder / ONNX_FILES["onnx"]
     if not fp32_path.is_file():
         raise PneumoError(f"{fp32_path} not found: run `pneumo export {art.folder} --format onnx` first")
     inputs = list(inputs)

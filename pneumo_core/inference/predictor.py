@@ -11,11 +11,12 @@ from typing import Callable, Optional, TypeVar
 
 import numpy as np
 
-from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, load_artifact
+from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, load_artifact
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
-from pneumo_core.inference.backends import ONNX_FILES, OnnxBackend, TorchBackend
+from pneumo_core.errors import ModelOutputError
+from pneumo_core.inference.backends import OnnxBackend, TorchBackend
 from pneumo_core.inference.batcher import MicroBatcher
 from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
 from pneumo_core.inference.quality import quality_warnings
@@ -108,8 +109,13 @@ class Predictor:
         return self._batcher.submit(batch) if self._batcher else self.backend(batch)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated P(positive) for a preprocessed (N, C, S, S) batch."""
-        return apply_temperature(self.logits(batch), self.artifact.temperature)
+        """Calibrated P(positive) for a preprocessed (N, C, S, S) batch; ModelOutputError when the
+        model gives a non-finite output (a broken model must not produce a label)."""
+        probs = apply_temperature(self.logits(batch), self.artifact.temperature)
+        if not np.isfinite(probs).all():
+            raise ModelOutputError(f"model {self.artifact.meta.name} gave a non-finite output (NaN or infinity) for "
+                                   "this input: the model or its backend is broken; no label is given")
+        return probs
 
     def decode(self, data: bytes, name: str) -> DecodedImage:
         return load_image(data, name=name, limits=self.limits)

@@ -9,15 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pneumo_core.errors import PneumoError
 
 
-# Machine-readable codes for unusable images, shared by every adapter (keyed by ImageError.code).
-IMAGE_ERROR_CODES = {"unreadable": "unreadable_image", "unsupported_format": "unsupported_media_type",
-                     "too_large": "image_too_large"}
-
-
 class PredictionRejected(PneumoError):
     """Raised by a ``pneumo_before_predict`` hook to refuse a request; adapters answer 403."""
 
-    status = 403
+    code = "rejected"
+    http_status = 403
 
 
 class InputImage(BaseModel):

@@ -254,7 +254,7 @@ def test_dicom_without_pixel_data(tmp_path):
     path = write(tmp_path, "sr.dcm", dicom_bytes(RAMP12, pixel_data=False))
     with pytest.raises(ImageError) as e:
         load_image(path)
-    check_error(e, UnreadableImageError, "unreadable", "sr.dcm")
+    check_error(e, UnreadableImageError, "unreadable_image", "sr.dcm")
     assert "no pixel data" in str(e.value)
     with pytest.raises(UnreadableImageError, match="no pixel data"):  # the element present but empty
         load_image(dicom_bytes(RAMP12, pixel_data=b""), name="empty.dcm")
@@ -264,7 +264,7 @@ def test_dicom_compressed_without_decoder_names_syntax():
     data = dicom_bytes(RAMP12, syntax=JPEG2000Lossless, pixel_data=encapsulate([b"\x00" * 64]))
     with pytest.raises(ImageError) as e:
         load_image(data, name="j2k.dcm")
-    check_error(e, UnreadableImageError, "unreadable", "j2k.dcm")
+    check_error(e, UnreadableImageError, "unreadable_image", "j2k.dcm")
     assert "JPEG 2000" in str(e.value) and "pylibjpeg" in str(e.value)
 
 
@@ -276,7 +276,7 @@ def test_truncated_image(tmp_path, fmt, name):
     data = encode(Image.fromarray(noise), fmt)
     with pytest.raises(ImageError) as e:
         load_image(write(tmp_path, name, data[: len(data) // 2]))
-    check_error(e, UnreadableImageError, "unreadable", name)
+    check_error(e, UnreadableImageError, "unreadable_image", name)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -292,13 +292,13 @@ def test_grayscale_jpeg_cut_anywhere_is_refused(monkeypatch):
 
 @pytest.mark.parametrize("data,name,cls,code,words", [
     (np.random.default_rng(1).bytes(4096), "noise.bin", UnsupportedFormatError,
-     "unsupported_format", "unrecognised"),
+     "unsupported_media_type", "unrecognised"),
     (np.random.default_rng(2).bytes(4096), "noise.dcm", UnsupportedFormatError,
-     "unsupported_format", "unsupported"),
-    (b"", "empty.png", UnreadableImageError, "unreadable", "empty"),
-    (b"GIF89a" + b"\x00" * 64, "scan.gif", UnsupportedFormatError, "unsupported_format", "(GIF)"),
+     "unsupported_media_type", "unsupported"),
+    (b"", "empty.png", UnreadableImageError, "unreadable_image", "empty"),
+    (b"GIF89a" + b"\x00" * 64, "scan.gif", UnsupportedFormatError, "unsupported_media_type", "(GIF)"),
     (b"patient: 42\nnot an image\n", "notes.png", UnsupportedFormatError,
-     "unsupported_format", "text"),
+     "unsupported_media_type", "text"),
 ])
 def test_bad_content(tmp_path, data, name, cls, code, words):
     with pytest.raises(ImageError) as e:
@@ -313,13 +313,13 @@ def test_decompression_bomb_is_rejected_from_the_header(width, height):
     with pytest.raises(ImageError) as e:
         load_image(png_claiming(width, height), name="bomb.png")
     assert time.perf_counter() - start < 1.0
-    check_error(e, ImageTooLargeError, "too_large", "bomb.png")
+    check_error(e, ImageTooLargeError, "image_too_large", "bomb.png")
 
 
 def test_dicom_pixel_limit_checked_before_decoding():
     with pytest.raises(ImageError) as e:
         load_image(dicom_bytes(RAMP12), name="big.dcm", limits=ImageLimits(max_pixels=100))
-    check_error(e, ImageTooLargeError, "too_large", "big.dcm")
+    check_error(e, ImageTooLargeError, "image_too_large", "big.dcm")
 
 
 def test_max_bytes(tmp_path):
@@ -328,27 +328,27 @@ def test_max_bytes(tmp_path):
     for source in (write(tmp_path, "big.png", data), data):
         with pytest.raises(ImageError) as e:
             load_image(source, name="big.png", limits=limits)
-        check_error(e, ImageTooLargeError, "too_large", "big.png")
+        check_error(e, ImageTooLargeError, "image_too_large", "big.png")
 
 
 def test_too_small_image():
     with pytest.raises(ImageError) as e:
         load_image(encode(Image.new("L", (4, 40)), "PNG"), name="tiny.png")
-    check_error(e, UnreadableImageError, "unreadable", "tiny.png")
+    check_error(e, UnreadableImageError, "unreadable_image", "tiny.png")
     assert "too small" in str(e.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError) as e:
         load_image(tmp_path / "nope.png")
-    check_error(e, UnreadableImageError, "unreadable", "nope.png")
+    check_error(e, UnreadableImageError, "unreadable_image", "nope.png")
 
 
 def test_error_is_a_value_error_and_pickles():
     err = ImageTooLargeError("x.png", "9x9 pixels")
     copy = pickle.loads(pickle.dumps(err))
     assert isinstance(copy, ValueError) and str(copy) == str(err)
-    assert (copy.code, copy.source) == ("too_large", "x.png")
+    assert (copy.code, copy.source) == ("image_too_large", "x.png")
 
 
 def test_sniff_format():

@@ -7,7 +7,9 @@ from flask import Blueprint, current_app
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from adapters.flask_app.api.errors import ApiError, http_error_body, http_error_headers
+from pneumo_core.errors import PneumoError
+
+from adapters.flask_app.api.errors import http_error_body, http_error_headers, pneumo_error_body
 
 from adapters.flask_app.api.health import ns as health_ns
 from adapters.flask_app.api.models import ns as models_ns
@@ -26,9 +28,9 @@ def make_blueprint() -> Blueprint:
         api.add_namespace(ns)
 
     # Errors raised inside resources go through Flask-RESTX; give them the same JSON shape.
-    @api.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return {"error": exc.code, "message": exc.message}, exc.status
+    @api.errorhandler(PneumoError)
+    def _pneumo_error(exc: PneumoError):
+        return pneumo_error_body(exc)
 
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

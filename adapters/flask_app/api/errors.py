@@ -3,14 +3,20 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from pneumo_core.imaging import ImageError
-from pneumo_core.inference import IMAGE_ERROR_CODES
+from pneumo_core.errors import PneumoError
 
 
-class ApiError(Exception):
+class ApiError(PneumoError):
+    """An error of the REST layer itself (a missing field, too many files): its status and code."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.http_status, self.code = status, code
+
+
+def pneumo_error_body(exc: PneumoError) -> tuple[dict, int]:
+    """The JSON body and status of any pneumo error: the error class carries both."""
+    return {"error": exc.code, "message": str(exc)}, exc.http_status
 
 
 def error_response(status: int, code: str, message: str):
@@ -30,11 +36,3 @@ def http_error_body(exc, settings) -> tuple[str, str]:
 def http_error_headers(exc) -> dict[str, str]:
     """Headers an HTTPException's answer needs: a 405 says which methods are allowed."""
     return {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}
-
-
-_STATUS = {"unreadable": 400, "unsupported_format": 415, "too_large": 413}
-
-
-def image_error(exc: ImageError) -> ApiError:
-    """The HTTP error for an unusable image: 400, 415 or 413 with the shared error code."""
-    return ApiError(_STATUS.get(exc.code, 400), IMAGE_ERROR_CODES.get(exc.code, "unreadable_image"), str(exc))

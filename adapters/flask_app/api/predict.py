@@ -6,11 +6,10 @@ from flask_restx import Namespace, Resource, inputs
 from werkzeug.datastructures import FileStorage
 
 from adapters.flask_app.api import schemas
-from adapters.flask_app.api.errors import ApiError, image_error
+from adapters.flask_app.api.errors import ApiError
 from adapters.flask_app.auth import key_id
 from adapters.flask_app.metrics import PREDICTIONS
-from pneumo_core.imaging import ImageError
-from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
+from pneumo_core.inference import InputImage, PredictRequest
 
 ns = Namespace("predict", path="/", description="Classify chest X-rays")
 schemas.register(ns)
@@ -49,13 +48,9 @@ class Predict(Resource):
         heatmap = flag in ("1", "true", "yes", "on")
         images = [InputImage(name=f.filename or f"upload-{i}", data=f.read()) for i, f in enumerate(files)]
         predictor = current_app.config["PNEUMO_PREDICTOR"]
-        try:
-            response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
-                                                        client=key_id(request)))
-        except ImageError as exc:
-            raise image_error(exc) from None
-        except PredictionRejected as exc:
-            raise ApiError(403, "rejected", str(exc)) from None
+        # a PneumoError (unusable image, refused by a plugin...) becomes its own status and code
+        response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
+                                                    client=key_id(request)))
         for r in response.results:
             PREDICTIONS.labels(label=r.label).inc()
         # Serialised by pydantic in one call, not as a dict that flask-restx hands to json.dumps.
