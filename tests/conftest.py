@@ -41,3 +41,13 @@ def phantom_png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(render_phantom(1, 128, 7)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def image_server(phantom_png):
+    """A local http.server on 127.0.0.1 serving the phantom PNG (routes in tests/image_server.py);
+    yields its base URL and the list of requested paths."""
+    from image_server import serve_images
+
+    with serve_images(phantom_png) as served:
+        yield served

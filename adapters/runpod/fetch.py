@@ -67,13 +67,29 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def blocked_reason(ip: IPAddress, allow_private: bool) -> Optional[str]:
-    """Why ``ip`` may not be fetched from, or None when it may."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
-            ip = ip.ipv4_mapped
-        elif ip.scope_id:
-            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+# IPv6 prefixes whose low 32 bits are an IPv4 address a gateway would forward to (NAT64).
+_NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches: IPv4-mapped, IPv4-compatible, 6to4, Teredo
+    (its server and client) and NAT64. Each is judged by the same rules as a plain IPv4 address."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _NAT64_PREFIXES):
+        found.append(low)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (IPv4-compatible; :: and ::1 are themselves)
+        found.append(low)
+    return found
+
+
+def _plain_reason(ip: IPAddress, allow_private: bool) -> Optional[str]:
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if allow_private:
@@ -86,6 +102,21 @@ def blocked_reason(ip: IPAddress, allow_private: bool) -> Optional[str]:
     if not ip.is_global:
         return "not a public address"
     return None
+
+
+def blocked_reason(ip: IPAddress, allow_private: bool) -> Optional[str]:
+    """Why ``ip`` may not be fetched from, or None when it may. An IPv6 address is refused when
+    it, or any IPv4 address embedded in it, would be."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        for inner in embedded_ipv4(ip):
+            reason = _plain_reason(inner, allow_private)
+            if reason:
+                return f"{reason} ({inner}, embedded in {ip})"
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is exactly a.b.c.d, already judged
+            return None
+    return _plain_reason(ip, allow_private)
 
 
 def check_url(url: str, policy: FetchPolicy, resolver: Resolver = system_resolver) -> tuple[str, int, list[str]]:
