@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from adapters.flask_app.api import make_blueprint
 from adapters.flask_app.api.errors import error_response, http_error_body, http_error_headers, pneumo_error_body
 from adapters.flask_app.auth import is_authorized
-from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition
+from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition, method_label
 from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
 from pneumo_core.errors import PneumoError
@@ -50,7 +50,7 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     @app.after_request
     def _finish(resp: Response):
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(resp.status_code)).inc()
+        REQUESTS.labels(endpoint=endpoint, method=method_label(request.method), status=str(resp.status_code)).inc()
         LATENCY.labels(endpoint=endpoint, status=str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")

@@ -185,7 +185,8 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     run = RunInfo(run_dir=run_dir, config=cfg, rank=dinfo.rank, world_size=dinfo.world_size, history=history)
     rc.pm.hook.pneumo_train_start(run=run)
 
-    def checkpoint(epoch: int, batch: int, finished: bool = False) -> None:
+    def checkpoint(epoch: int, batch: int, finished: bool = False, epoch_losses: Optional[list] = None) -> None:
+        """Save the run; ``epoch_losses``: the losses of a part-done epoch, so its train_loss is whole on resume."""
         if dinfo.is_main:
             save_checkpoint(run_dir, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -193,6 +194,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
                 "epoch": epoch, "batch": batch, "history": history, "best_auc": best_auc,
                 "best_epoch": best_epoch, "best_model": best_state, "stale": stale,
                 "torch_rng": torch.get_rng_state(), "finished": finished, "stopped_early": stopped_early,
+                "epoch_losses": list(epoch_losses or []),
                 "config_fingerprint": fingerprint_now})
         if dinfo.world_size > 1:
             dist.barrier()
@@ -203,7 +205,8 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         dataset.epoch = epoch
         first = start_batch if epoch == start_epoch else 0
         sampler.set_epoch(epoch, first)
-        losses, seen, t0 = [], 0, time.perf_counter()
+        losses = list(state.get("epoch_losses", [])) if state is not None and epoch == start_epoch and first else []
+        seen, t0 = 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
                    disable=not progress, leave=False, unit="batch")
         for step, (x, y) in enumerate(loader, start=first):
@@ -233,7 +236,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             if _all_agree_stop(flag, dinfo.world_size):
                 bar.close()
-                checkpoint(epoch, step + 1)
+                checkpoint(epoch, step + 1, epoch_losses=losses)
                 raise TrainingInterrupted(
                     f"signal {flag.signum}: checkpoint saved at epoch {epoch + 1}, batch {step + 1}; "
                     f"run the same command again to resume")

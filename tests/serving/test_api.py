@@ -192,3 +192,13 @@ def test_bad_heatmap_flag_is_a_400(client, phantom_png):
     r = client.post("/api/v1/predict", data={"file": (io.BytesIO(phantom_png), "x.png"), "heatmap": "maybe"},
                     content_type="multipart/form-data")
     assert r.status_code == 400 and "heatmap must be true or false" in r.json["message"]
+
+
+def test_invented_methods_do_not_create_metric_series(client):
+    for i in range(50):
+        assert client.open("/api/v1/health", method=f"BREW{i}").status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    series = [line for line in text.splitlines() if line.startswith("pneumo_http_requests_total{")]
+    assert not any("BREW" in line for line in series)
+    other = [line for line in series if 'method="other"' in line and 'status="405"' in line]
+    assert other and float(other[0].rsplit(" ", 1)[1]) >= 50

@@ -168,6 +168,28 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     assert "checkpoint.pt is corrupt" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_incomplete_checkpoint_is_a_clear_error_and_orphans_are_removed(tmp_path):
+    import torch
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"model": {}, "epoch": 1}, run_dir / "checkpoint.pt")
+    out = subprocess.run(_train_cmd(run_dir), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "not a complete pneumo checkpoint (missing optimizer, scheduler" in out.stderr
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = run_dir / f".checkpoint.pt.{dead.pid}.tmp"  # what a writer killed mid-write leaves
+    orphan.write_bytes(b"\0" * 1024)
+    ours = run_dir / f".checkpoint.pt.{os.getpid()}.tmp"  # a live writer's file is left alone
+    ours.write_bytes(b"\0")
+    (run_dir / "checkpoint.pt").unlink()
+    out = subprocess.run(_train_cmd(run_dir, "--set", "train.epochs=1"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert not orphan.exists() and ours.exists()
+
+
 def test_two_process_ddp_matches_single_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) trains the same weights as one process."""
     common = ["--set", "train.precision=fp32", "--set", "train.epochs=1", "--set", "data.params.n_test=0", "--no-resume"]
