@@ -114,7 +114,8 @@ class PneumoPluginManager(pluggy.PluginManager):
                 except ImportError as exc:
                     raise PluginError(f"plugin module '{spec}' cannot be imported: {exc}. "
                                       "Is it installed, or on PYTHONPATH?") from exc
-                self.add_plugin(module, spec, f"config ({spec})")
+                if not self.is_registered(module):  # an entry point may have registered it already
+                    self.add_plugin(module, spec, f"config ({spec})")
 
     # -- registry -------------------------------------------------------------------------
     def _build_registry(self) -> dict[str, dict[str, tuple[object, str]]]:

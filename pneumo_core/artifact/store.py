@@ -181,14 +181,18 @@ def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype
 
 
 def artifact_plugins(artifact: Artifact) -> list[str]:
-    """The config-listed plugins an artifact needs. Installed modules (dotted names) are allowed;
-    ``.py`` files named by an artifact would run code it ships, so they need
-    ``PNEUMO_TRUST_ARTIFACT_PLUGINS=1``."""
-    files = [p for p in artifact.meta.plugins if p.endswith(".py") or "/" in p or os.sep in p]
-    if files and os.environ.get("PNEUMO_TRUST_ARTIFACT_PLUGINS") != "1":
-        raise ArtifactError(f"{artifact.folder}: the model needs plugin files {files}. Loading them runs "
-                            "their code: install them as a package, or set PNEUMO_TRUST_ARTIFACT_PLUGINS=1 "
-                            "if you trust this artifact.")
+    """The config-listed plugins an artifact needs. Loading one runs its code, so only modules an
+    installed package registers as ``pneumo`` plugins (entry points) load without asking; any
+    other module name, and any ``.py`` file, needs ``PNEUMO_TRUST_ARTIFACT_PLUGINS=1``."""
+    import importlib.metadata as md
+
+    registered = {ep.module for ep in md.entry_points(group="pneumo")}
+    untrusted = [p for p in artifact.meta.plugins if p not in registered]
+    if untrusted and os.environ.get("PNEUMO_TRUST_ARTIFACT_PLUGINS") != "1":
+        raise ArtifactError(f"{artifact.folder}: the model needs plugins {untrusted}, which no installed package "
+                            "registers as a pneumo plugin. Loading them runs their code: install them as a "
+                            "package with a `pneumo` entry point, or set PNEUMO_TRUST_ARTIFACT_PLUGINS=1 if you "
+                            "trust this artifact.")
     return list(artifact.meta.plugins)
 
 

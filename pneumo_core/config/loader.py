@@ -33,7 +33,9 @@ def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
         got = e.get("input")
-        got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {json.dumps(got, default=str)})"
+        shown = json.dumps(got, default=str)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {shown})"
         lines.append(f"{source}: {loc or '<root>'}: {e['msg']}{got_s}")
     return "\n".join(lines)
 
@@ -48,6 +50,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise ConfigError(f"--set {key}: value nested too deeply") from None
+        _check_size(value, Path(f"--set {key}"))
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -61,16 +66,45 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+# A config is small: these bounds refuse hostile YAML (alias bombs, deep nesting) before anything
+# walks the parsed data (validation, error messages).
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_NODES = 100_000  # values after expanding aliases
+MAX_CONFIG_DEPTH = 40
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Count the values of ``data`` as a consumer would see them (aliases expanded), within bounds."""
+    count, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{path}: more than {MAX_CONFIG_NODES:,} values once YAML aliases are expanded "
+                              "(an alias bomb?); write the config out without nested aliases")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_CONFIG_DEPTH} levels deep; a config has a few sections")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping, turning every failure into a ConfigError naming the file."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to parse; a config has a few sections") from None
+    _check_size(data, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PluginRef(_Section):
@@ -57,13 +57,13 @@ class ThresholdSection(_Section):
 
 
 class TrainSection(_Section):
-    epochs: int = Field(10, ge=1, description="Number of epochs.")
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(10, ge=1, le=100_000, description="Number of epochs.")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=100)
+    weight_decay: float = Field(1e-4, ge=0, le=100)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
-    warmup_epochs: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, le=100_000)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on CPUs with AMX/AVX512-BF16 and on CUDA with bf16.")
     channels_last: bool = True
@@ -73,11 +73,11 @@ class TrainSection(_Section):
     ema_decay: Optional[float] = Field(None, ge=0.5, lt=1, description="Keep an exponential moving "
                                        "average of the weights (timm ModelEmaV3, with warm-up); "
                                        "validation, selection and the artifact use it. e.g. 0.998.")
-    grad_clip: Optional[float] = Field(1.0, gt=0)
+    grad_clip: Optional[float] = Field(1.0, gt=0, le=1e6)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     threshold: ThresholdSection = Field(default_factory=ThresholdSection)
     calibrate: bool = Field(True, description="Fit temperature scaling on validation data.")
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the AUC confidence interval.")
+    bootstrap: int = Field(1000, ge=0, le=1_000_000, description="Bootstrap resamples for the AUC confidence interval.")
     seed: int = 0
     deterministic: bool = False
     max_train_batches: Optional[int] = Field(None, ge=1, description="Cap batches per epoch (smoke tests).")

@@ -100,3 +100,23 @@ def test_a_non_finite_output_is_an_error_never_a_label(artifact, phantom_png):
                        content_type="multipart/form-data")
     assert resp.status_code == 500
     assert resp.get_json()["error"] == "model_output_invalid" and "no label" in resp.get_json()["message"]
+
+
+@pytest.mark.parametrize("plugin", ["antigravity", "evil_plugin.py", "some.package.module"])
+def test_artifact_plugins_that_no_package_registers_need_trust(artifact, monkeypatch, plugin):
+    from pneumo_core.artifact import build_model
+
+    _edit_meta(artifact, plugins=[plugin])
+    monkeypatch.delenv("PNEUMO_TRUST_ARTIFACT_PLUGINS", raising=False)
+    with pytest.raises(ArtifactError, match="no installed package registers as a pneumo plugin"):
+        build_model(load_artifact(artifact))
+    out = run_cli("predict", str(artifact), str(artifact / "model.json"))
+    assert out.returncode == 2 and "PNEUMO_TRUST_ARTIFACT_PLUGINS=1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_registered_plugin_modules_load_without_trust(artifact, monkeypatch):
+    from pneumo_core.artifact import build_model
+
+    monkeypatch.delenv("PNEUMO_TRUST_ARTIFACT_PLUGINS", raising=False)
+    _edit_meta(artifact, plugins=["plugins.models.resnet18"])
+    assert build_model(load_artifact(artifact)) is not None
