@@ -7,6 +7,8 @@ message names the source, says what is wrong and what to do; no other exception 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -15,7 +17,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from pneumo_core.errors import PneumoError
 
@@ -245,7 +248,53 @@ def _decode_gray_jpeg(data: bytes) -> np.ndarray | None:
         return None  # PIL decides, and names the problem
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _meta_syntax_and_end(data: bytes) -> tuple[str, int]:
+    """The transfer syntax UID in a Part 10 file's meta group (explicit VR little endian by the
+    standard) and the offset where the dataset starts; ("", 0) when it cannot be read."""
+    pos, syntax = 132, ""
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            return syntax, pos
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                break
+            length, value_at = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        else:
+            length, value_at = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        if element == 0x0010:
+            syntax = data[value_at:value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = value_at + length
+    return syntax, 0
+
+
+def _check_inflated_size(data: bytes, label: str, limits: ImageLimits) -> None:
+    """Refuse a deflated DICOM whose dataset inflates past ``limits.max_bytes``, inflating in
+    bounded chunks that are thrown away. Hand-rolled because pydicom inflates the whole dataset
+    in one ``zlib.decompress`` call before anything can check it (a 1 MB upload became 2 GB)."""
+    syntax, start = _meta_syntax_and_end(data)
+    if syntax != DeflatedExplicitVRLittleEndian or not start:
+        return
+    inflater, total, chunk = zlib.decompressobj(-zlib.MAX_WBITS), 0, 1 << 20
+    pending = data[start:]
+    try:
+        while pending:
+            total += len(inflater.decompress(pending, chunk))
+            pending = inflater.unconsumed_tail
+            if total > limits.max_bytes:
+                raise ImageTooLargeError(label, f"the deflated DICOM dataset inflates to more than "
+                                                f"{limits.max_bytes:,} bytes (a decompression bomb?)")
+    except zlib.error as e:
+        raise UnreadableImageError(label, f"the deflated DICOM dataset is corrupt ({e})") from e
+
+
 def _decode_dicom(data: bytes, label: str, limits: ImageLimits, forced: bool) -> DecodedImage:
+    if not forced:
+        _check_inflated_size(data, label, limits)
     try:
         ds = pydicom.dcmread(BytesIO(data), force=forced)
     except Exception as e:
