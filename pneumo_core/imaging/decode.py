@@ -12,9 +12,9 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
-import cv2
 import numpy as np
 import pydicom
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
@@ -208,10 +208,13 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
         raise UnreadableImageError(label, f"the {fmt.upper()} header is corrupt or incomplete") from e
     _check_size(label, img.width, img.height, limits)
     mode = img.mode
-    if fmt == "jpeg" and mode == "L" and data.endswith(b"\xff\xd9") and "xmp" not in img.info:
-        gray = _decode_gray_jpeg(data)
-        if gray is not None:
-            return _result(gray, fmt, label, mode, 8, False)
+    if fmt == "jpeg":
+        if mode == "L" and "xmp" not in img.info:
+            gray = _decode_gray_jpeg(data, label, img.getexif().get(0x0112, 1))
+            if gray is not None:
+                return _result(gray, fmt, label, mode, 8, False)
+        else:
+            _check_jpeg_data(data, label)
     img.load()  # raises on truncated data (we never set ImageFile.LOAD_TRUNCATED_IMAGES)
     ImageOps.exif_transpose(img, in_place=True)
     was_color = False
@@ -232,20 +235,44 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
     return _result(gray, fmt, label, mode, bits, was_color)
 
 
-def _decode_gray_jpeg(data: bytes) -> np.ndarray | None:
-    """A complete grayscale JPEG through OpenCV, EXIF orientation applied; None if it fails.
+# libjpeg's "recoverable" errors: it fills what it could not decode with grey and carries on;
+# PIL and OpenCV both return such an image without a word. pneumo refuses it instead.
+_CORRUPT_JPEG = ("Corrupt JPEG data", "Premature end of JPEG file")
+# EXIF orientation -> numpy steps that undo it (as PIL's exif_transpose does)
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.T,
+           6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).T, 8: lambda a: np.rot90(a)}
+
+
+def _strict_jpeg(data: bytes, label: str, colorspace: str = "GRAY", min_factor: int = 1) -> np.ndarray | None:
+    """Decode with libjpeg-turbo (simplejpeg) in strict mode: corrupt or truncated data raises
+    UnreadableImageError; an encoding it cannot decode gives None (PIL decides and names it)."""
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, min_factor=min_factor)
+    except ValueError as e:
+        if str(e).startswith(_CORRUPT_JPEG):
+            raise UnreadableImageError(label, f"the JPEG data is corrupt or truncated ({e})") from None
+        return None
+
+
+def _decode_gray_jpeg(data: bytes, label: str, orientation: int) -> np.ndarray | None:
+    """A grayscale JPEG through simplejpeg, EXIF orientation applied; None if it cannot decode it.
 
     Why not PIL here: the pixels are the same (both use libjpeg-turbo; checked on every Kermany
-    train image and in tests), but with PIL's Python around its decoder a decode takes 1.7x as
-    long, and this is the format of every Kermany image, on every request's path. Only for data
-    that ends with the EOI marker, so a truncated file always reaches PIL, which refuses it
-    (some OpenCV versions pad one with grey); and not with XMP metadata, whose orientation PIL
-    applies and OpenCV ignores.
+    train image and in tests), but PIL, like OpenCV, returns corrupt data as an image, and this
+    is the format of every Kermany image, on every request's path. Not for JPEGs with XMP
+    metadata, whose orientation PIL applies.
     """
-    try:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    except cv2.error:
-        return None  # PIL decides, and names the problem
+    gray = _strict_jpeg(data, label)
+    if gray is None:
+        return None
+    gray = gray[..., 0]
+    return _ORIENT[orientation](gray) if orientation in _ORIENT else gray
+
+
+def _check_jpeg_data(data: bytes, label: str) -> None:
+    """Refuse a corrupt or truncated JPEG that PIL would decode anyway (scaled down 8x: the whole
+    entropy-coded data is still read, the pixels are not needed)."""
+    _strict_jpeg(data, label, min_factor=8)
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}

@@ -159,19 +159,19 @@ def test_grayscale_jpeg_pixels_match_pil(options, orientation, monkeypatch):
         expected = np.asarray(ImageOps.exif_transpose(pil))
     fast = _spy_fast_jpeg(monkeypatch)
     out = load_image(data)
-    assert fast == [True]  # the OpenCV path decoded it
+    assert fast == [True]  # the simplejpeg path decoded it
     assert (out.original_mode, out.was_color, out.bit_depth) == ("L", False, 8)
     assert out.pixels.flags.c_contiguous and (out.height, out.width) == expected.shape
     np.testing.assert_array_equal(out.pixels, expected)
 
 
 def _spy_fast_jpeg(monkeypatch) -> list[bool]:
-    """Record whether each decode took the OpenCV path for grayscale JPEGs (and it succeeded)."""
+    """Record whether each decode took the simplejpeg path for grayscale JPEGs (and it succeeded)."""
     calls: list[bool] = []
     real = decode_module._decode_gray_jpeg
 
-    def spy(data: bytes):
-        out = real(data)
+    def spy(data: bytes, label: str, orientation: int):
+        out = real(data, label, orientation)
         calls.append(out is not None)
         return out
 
@@ -180,7 +180,7 @@ def _spy_fast_jpeg(monkeypatch) -> list[bool]:
 
 
 def test_xmp_orientation_is_applied(monkeypatch):
-    """PIL also turns an image by the orientation in XMP metadata; OpenCV would not, so such
+    """PIL also turns an image by the orientation in XMP metadata; simplejpeg would not, so such
     files keep the PIL path."""
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
            b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
@@ -280,14 +280,26 @@ def test_truncated_image(tmp_path, fmt, name):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_grayscale_jpeg_cut_anywhere_is_refused(monkeypatch):
-    """A truncated JPEG is refused wherever it is cut, even by an OpenCV that pads it with grey."""
-    monkeypatch.setattr(decode_module.cv2, "imdecode", lambda buf, flags: np.full((64, 64), 128, np.uint8))
-    noise = np.random.default_rng(3).integers(0, 256, (64, 64), np.uint8)
-    data = encode(Image.fromarray(noise), "JPEG", quality=90)
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_cut_anywhere_is_refused(mode):
+    """A truncated JPEG is refused wherever it is cut, with or without an end marker appended
+    (PIL and OpenCV decode those, grey where data is missing)."""
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64, 3), np.uint8)
+    data = encode(Image.fromarray(noise).convert(mode), "JPEG", quality=90)
     for end in range(len(data) // 3, len(data) - 1, 97):
-        with pytest.raises(UnreadableImageError):
-            load_image(data[:end], name="cut.jpg")
+        for cut in (data[:end], data[:end] + b"\xff\xd9"):
+            with pytest.raises(UnreadableImageError, match="corrupt or truncated|truncated"):
+                load_image(cut, name="cut.jpg")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_with_corrupt_scan_data_is_refused(mode):
+    smooth = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (128, 1))
+    data = bytearray(encode(Image.fromarray(np.dstack([smooth] * 3)).convert(mode), "JPEG", quality=90))
+    data[len(data) // 2:len(data) // 2 + 64] = np.random.default_rng(4).integers(0, 256, 64, np.uint8).tobytes()
+    with pytest.raises(UnreadableImageError, match="the JPEG data is corrupt or truncated") as e:
+        load_image(bytes(data), name="scan.jpg")
+    check_error(e, UnreadableImageError, "unreadable_image", "scan.jpg")
 
 
 @pytest.mark.parametrize("data,name,cls,code,words", [
