@@ -222,9 +222,8 @@ def test_worker_refuses_to_start_on_bad_settings(monkeypatch, tmp_path):
 
 def test_concurrent_jobs_share_forward_passes(monkeypatch, rp_predictor, rp_settings, phantom_b64):
     """Async handler + to_thread: jobs in flight together are micro-batched by the Predictor."""
-    batcher = getattr(rp_predictor, "_batcher", None)
-    if batcher is None:
-        pytest.skip("this Predictor does not micro-batch")
+    batcher = rp_predictor._batcher
+    assert batcher is not None, "the worker's Predictor micro-batches by default"
     monkeypatch.setattr(rp, "_settings", rp_settings)
     monkeypatch.setattr(rp, "_predictor", rp_predictor)
     sizes, forward = [], batcher.fn

@@ -97,8 +97,9 @@ def test_fuzz_malformed_uploads_never_5xx(server, phantom_png):
     assert requests.post(server.url + "/api/v1/predict", data=b"\x00" * 100, timeout=10,
                          headers={"Content-Type": "multipart/form-data; boundary=zz"}).status_code == 400
     assert requests.post(server.url + "/api/v1/predict", json={"image": "x"}, timeout=10).status_code == 415
-    big = _post(server, "big.jpg", b"\xff\xd8\xff" + b"\x00" * (40 * 1024 * 1024), "image/jpeg")
-    assert big.status_code == 413
+    # 3 MB: under the 20 MB default, over this server's PNEUMO_MAX_UPLOAD_MB=2
+    big = _post(server, "big.jpg", b"\xff\xd8\xff" + b"\x00" * (3 * 1024 * 1024), "image/jpeg")
+    assert big.status_code == 413 and "limit 2,097,152" in big.json()["message"], big.text
     assert set(statuses) <= {200, 400, 413, 415}, statuses
     assert statuses.get(400, 0) > 50 and statuses.get(413, 0) > 5 and statuses.get(415, 0) > 5
     assert _post(server, "after.png", phantom_png, "image/png").status_code == 200, "server still answers"
