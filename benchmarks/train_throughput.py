@@ -88,7 +88,7 @@ def pipeline_only(args) -> float:
 
     n = args.batch * (args.steps + args.warmup)
     images = np.random.default_rng(0).integers(0, 255, (n, args.size, args.size), dtype=np.uint8)
-    spec = get_plugin_manager().get("augmentations", "albumentations")
+    spec = get_plugin_manager().augmentation("albumentations")
     aug = spec.build(spec.params_model(preset=args.augment), args.size, True)
     data = CachedImages(images, np.arange(n) % 2, Preprocessing(image_size=args.size), aug)
     loader = make_loader(data, EpochBatchSampler(n, args.batch, 0), 0)

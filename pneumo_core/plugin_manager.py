@@ -19,18 +19,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, TypeVar
 
 import pluggy
 
 import pneumo_core.hookspecs as hookspecs
 from pneumo_core.errors import PluginError
-from pneumo_core.records import AugmentationSpec, DatasetSpec, ModelSpec
+from pneumo_core.records import AugmentationSpec, DatasetSpec, ModelSpec, Record, normalize_name
 
 hookimpl = pluggy.HookimplMarker("pneumo")
 ENTRY_POINT_GROUP = "pneumo"
 _KINDS = {"models": "pneumo_models", "datasets": "pneumo_datasets", "augmentations": "pneumo_augmentations"}
 _RECORD_TYPES = {"models": ModelSpec, "datasets": DatasetSpec, "augmentations": AugmentationSpec}
+R = TypeVar("R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -118,39 +119,55 @@ class PneumoPluginManager(pluggy.PluginManager):
                     self.add_plugin(module, spec, f"config ({spec})")
 
     # -- registry -------------------------------------------------------------------------
-    def _build_registry(self) -> dict[str, dict[str, tuple[object, str]]]:
-        registry: dict[str, dict[str, tuple[object, str]]] = {}
+    def _build_registry(self) -> dict[str, dict[str, tuple[Record, str]]]:
+        registry: dict[str, dict[str, tuple[Record, str]]] = {}
+        conflicts = []
         for kind, hook_name in _KINDS.items():
-            found: dict[str, tuple[object, str]] = {}
+            found: dict[str, tuple[Record, str]] = {}
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 for record in impl.function() or ():
                     if not isinstance(record, _RECORD_TYPES[kind]):
                         raise PluginError(f"plugin '{impl.plugin_name}': {hook_name}() must return "
                                           f"{_RECORD_TYPES[kind].__name__} records, got {type(record).__name__}")
                     if record.name in found:
-                        other = found[record.name][1]
-                        raise PluginError(
-                            f"{kind[:-1]} name '{record.name}' is provided by both plugin '{other}' and "
-                            f"plugin '{impl.plugin_name}'. Rename one, or disable one with "
-                            "PNEUMO_DISABLE_PLUGINS.")
+                        conflicts.append(f"{kind[:-1]} name '{record.name}' is provided by both plugin "
+                                         f"'{found[record.name][1]}' and plugin '{impl.plugin_name}'")
+                        continue
                     found[record.name] = (record, impl.plugin_name)
             registry[kind] = found
+        if conflicts:
+            raise PluginError("; ".join(conflicts) + ". Rename one of each pair, or disable one with "
+                              "PNEUMO_DISABLE_PLUGINS.")
         return registry
 
     @property
-    def registry(self) -> dict[str, dict[str, tuple[object, str]]]:
+    def registry(self) -> dict[str, dict[str, tuple[Record, str]]]:
         if self._registry is None:
             self._registry = self._build_registry()
         return self._registry
 
-    def get(self, kind: str, name: str):
-        """Return the record of ``kind`` ('models', 'datasets', 'augmentations') named ``name``."""
+    def _get(self, kind: str, name: str, record_type: type[R]) -> R:
         table = self.registry[kind]
-        if name not in table:
+        key = normalize_name(name)
+        if key not in table:
             known = ", ".join(sorted(table)) or "none"
             raise PluginError(f"unknown {kind[:-1]} '{name}'. Known: {known}. "
                               "Install or list the plugin that provides it (`pneumo plugins`).")
-        return table[name][0]
+        record = table[key][0]
+        assert isinstance(record, record_type)
+        return record
+
+    def model(self, name: str) -> ModelSpec:
+        """The model record named ``name``; PluginError listing the known ones otherwise."""
+        return self._get("models", name, ModelSpec)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The dataset record named ``name``; PluginError listing the known ones otherwise."""
+        return self._get("datasets", name, DatasetSpec)
+
+    def augmentation(self, name: str) -> AugmentationSpec:
+        """The augmentation record named ``name``; PluginError listing the known ones otherwise."""
+        return self._get("augmentations", name, AugmentationSpec)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.registry[kind])

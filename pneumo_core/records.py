@@ -1,17 +1,69 @@
-"""Typed records that plugins return from their hooks.
+"""Typed records that plugins return from their hooks, and the callables they carry.
 
-Every record has a unique ``name``; the plugin manager refuses two plugins claiming the
-same name for the same kind of record.
+Every record has a ``name``, normalised (stripped, lower case) and checked when the record is
+made; the plugin manager refuses two plugins claiming one name for one kind of record.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 Split = Literal["train", "val", "test"]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+def normalize_name(name: str) -> str:
+    """The canonical form of a record name: stripped and lower case."""
+    return name.strip().lower()
+
+
+@dataclass(frozen=True)
+class Record:
+    """Base of every plugin record: a ``name`` of letters, digits and ``_ . + -``."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        name = normalize_name(self.name) if isinstance(self.name, str) else self.name
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"{type(self).__name__} name {self.name!r} must be letters, digits and _ . + - "
+                             "(starting with a letter or digit)")
+        object.__setattr__(self, "name", name)
+
+
+class ModelBuilder(Protocol):
+    """``build(params, in_chans, num_classes, load_pretrained)`` of a :class:`ModelSpec`.
+
+    ``load_pretrained`` is True when training starts (honour the params' pretrained weights) and
+    False when an artifact is rebuilt (its own weights are loaded next: download nothing).
+    """
+
+    def __call__(self, params: Any, in_chans: int, num_classes: int, load_pretrained: bool) -> Any: ...
+
+
+class DatasetBuilder(Protocol):
+    def __call__(self, params: Any) -> SampleTable: ...
+
+
+class Augment(Protocol):
+    """What an augmentation's ``build`` returns: HxW uint8 image in, same size out."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """An :class:`Augment` that can be reseeded (per worker and epoch, for reproducible runs)."""
+
+    def set_random_seed(self, seed: int) -> None: ...
+
+
+class AugmentationBuilder(Protocol):
+    def __call__(self, params: Any, image_size: int, train: bool) -> Augment: ...
 
 
 class NoParams(BaseModel):
@@ -21,16 +73,15 @@ class NoParams(BaseModel):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Record):
     """A model architecture.
 
-    ``build(params, in_chans, num_classes)`` returns an ``nn.Module`` mapping
-    ``(N, in_chans, H, W)`` float tensors to ``(N, num_classes)`` logits.
+    ``build(params, in_chans, num_classes, load_pretrained)`` returns an ``nn.Module`` mapping
+    ``(N, in_chans, H, W)`` float tensors to ``(N, num_classes)`` logits (see :class:`ModelBuilder`).
     ``cam_layer(module)`` returns the layer Grad-CAM should hook (usually the last conv block).
     """
 
-    name: str
-    build: Callable[[Any, int, int], Any]
+    build: ModelBuilder
     cam_layer: Callable[[Any], Any]
     params_model: type[BaseModel] = NoParams
     description: str = ""
@@ -65,32 +116,30 @@ class SampleTable:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(Record):
     """A data source. ``build(params) -> SampleTable``; decoding happens lazily in ``Sample.load``."""
 
-    name: str
-    build: Callable[[Any], SampleTable]
+    build: DatasetBuilder
     params_model: type[BaseModel] = NoParams
     description: str = ""
 
 
 @dataclass(frozen=True)
-class AugmentationSpec:
-    """Train-time augmentation. ``build(params, image_size, train)`` returns a callable mapping an
-    HxW uint8 image (already resized to ``image_size``) to an HxW uint8 image of the same size.
-    With ``train=False`` it must return the identity: evaluation and serving never augment."""
+class AugmentationSpec(Record):
+    """Train-time augmentation. ``build(params, image_size, train)`` returns an :class:`Augment`
+    mapping an HxW uint8 image (already resized to ``image_size``) to one of the same size,
+    :class:`Reseedable` when it is random. With ``train=False`` it must return the identity:
+    evaluation and serving never augment."""
 
-    name: str
-    build: Callable[[Any, int, bool], Callable[[np.ndarray], np.ndarray]]
+    build: AugmentationBuilder
     params_model: type[BaseModel] = NoParams
     description: str = ""
 
 
 @dataclass(frozen=True)
-class HealthCheck:
+class HealthCheck(Record):
     """A named readiness check contributed by a plugin; ``check()`` returns (ok, detail)."""
 
-    name: str
     check: Callable[[], tuple[bool, str]]
 
 

@@ -12,8 +12,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl
-from pneumo_core.imaging import load_image
+from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl, load_image
 from plugins.datasets.kermany_names import acquisition_order, patient_id
 
 _SPLITS = {"train", "val", "test"}

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl
-from pneumo_core.imaging import load_image
+from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl, load_image
 from plugins.datasets.kermany_names import acquisition_order, patient_id
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}

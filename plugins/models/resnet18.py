@@ -6,7 +6,7 @@ from typing import Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from pneumo_core import ModelSpec, hookimpl
-from plugins.models.timm_any import create_timm_model, last_feature_layer
+from plugins.models.timm_build import create_timm_model, last_feature_layer
 
 
 class ResNet18Params(BaseModel):
@@ -17,8 +17,8 @@ class ResNet18Params(BaseModel):
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="Stochastic depth.")
 
 
-def build(params: ResNet18Params, in_chans: int, num_classes: int):
-    return create_timm_model("resnet18", params.pretrained, in_chans, num_classes,
+def build(params: ResNet18Params, in_chans: int, num_classes: int, load_pretrained: bool):
+    return create_timm_model("resnet18", params.pretrained if load_pretrained else False, in_chans, num_classes,
                              drop_rate=params.drop_rate, drop_path_rate=params.drop_path_rate)
 
 

@@ -201,11 +201,9 @@ def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
     from pneumo_core.plugin_manager import get_plugin_manager
 
     pm = pm or get_plugin_manager(artifact_plugins(artifact))
-    spec = pm.get("models", artifact.meta.model.name)
-    params = spec.params_model.model_validate({**artifact.meta.model.params, "pretrained": False}
-                                              if "pretrained" in spec.params_model.model_fields
-                                              else artifact.meta.model.params)
-    model = spec.build(params, artifact.meta.model.in_chans, len(artifact.meta.classes))
+    spec = pm.model(artifact.meta.model.name)
+    params = spec.params_model.model_validate(artifact.meta.model.params)
+    model = spec.build(params, artifact.meta.model.in_chans, len(artifact.meta.classes), False)
     try:
         model.load_state_dict(artifact.state_dict, strict=True)
     except RuntimeError as exc:

@@ -13,7 +13,8 @@ from pneumo_core.config.schema import ExperimentConfig
 from pneumo_core.errors import ConfigError, PluginError
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
 
-_PLUGIN_SECTIONS = {"model": "models", "data": "datasets", "augment": "augmentations"}
+_PLUGIN_SECTIONS = {"model": PneumoPluginManager.model, "data": PneumoPluginManager.dataset,
+                    "augment": PneumoPluginManager.augmentation}  # config section -> typed getter
 
 
 @dataclass
@@ -127,10 +128,10 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
     except PluginError as exc:
         raise ConfigError(f"{source}: plugins: {exc}") from None
     params: dict[str, BaseModel] = {}
-    for section, kind in _PLUGIN_SECTIONS.items():
+    for section, getter in _PLUGIN_SECTIONS.items():
         ref = getattr(config, section)
         try:
-            spec = pm.get(kind, ref.name)
+            spec = getter(pm, ref.name)
         except PluginError as exc:
             raise ConfigError(f"{source}: {section}.name: {exc}") from None
         try:

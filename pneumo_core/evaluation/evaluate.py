@@ -30,7 +30,7 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
 
     predictor = Predictor(artifact_dir, batching=False, warmup=False)
     rc = load_config(data_config, overrides, pm=predictor.pm)
-    table = rc.pm.get("datasets", rc.config.data.name).build(rc.data_params)
+    table = rc.pm.dataset(rc.config.data.name).build(rc.data_params)
     if list(table.classes) != list(predictor.info.classes):
         raise PneumoError(f"dataset classes {list(table.classes)} differ from the model's {predictor.info.classes}")
     if split == "all":

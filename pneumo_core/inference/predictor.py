@@ -49,7 +49,7 @@ class Predictor:
             self._on_compute_thread(lambda: self._load(artifact_dir, backend, precision, pm), timeout_s=None)
             meta = self.artifact.meta
             self.prep = meta.preprocessing
-            self._cam_layer = self.pm.get("models", meta.model.name).cam_layer(self.model)
+            self._cam_layer = self.pm.model(meta.model.name).cam_layer(self.model)
             self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
                                   classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
             self.ready = False

@@ -1,7 +1,7 @@
 """Batches from the decoded-image cache, with deterministic, resumable, rank-aware ordering."""
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -9,13 +9,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pneumo_core.data.preprocess import Preprocessing, to_input
 from pneumo_core.errors import PneumoError
+from pneumo_core.records import Augment, Reseedable
 
 
 class CachedImages(Dataset):
     """Items are (input tensor, label). ``augment`` is reseeded per (seed, epoch, index)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, prep: Preprocessing,
-                 augment: Optional[Callable[[np.ndarray], np.ndarray]] = None, seed: int = 0) -> None:
+                 augment: Optional[Augment] = None, seed: int = 0) -> None:
         self.images, self.labels, self.prep, self.augment, self.seed = images, labels, prep, augment, seed
         self.epoch = 0
 
@@ -25,9 +26,8 @@ class CachedImages(Dataset):
     def __getitem__(self, i: int):
         image = self.images[i]
         if self.augment is not None:
-            reseed = getattr(self.augment, "set_random_seed", None)
-            if reseed is not None:
-                reseed((self.seed * 1_000_003 + self.epoch * 100_003 + i) % 2**31)
+            if isinstance(self.augment, Reseedable):
+                self.augment.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_003 + i) % 2**31)
             image = self.augment(image)
         return torch.from_numpy(to_input(image, self.prep)), int(self.labels[i])
 

@@ -123,7 +123,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     _seed_everything(tc.seed, tc.deterministic)
 
     # ---- data
-    table = rc.pm.get("datasets", cfg.data.name).build(rc.data_params)
+    table = rc.pm.dataset(cfg.data.name).build(rc.data_params)
     if len(table.classes) != 2:
         raise PneumoError(f"pneumo trains binary classifiers; dataset gives {len(table.classes)} classes {table.classes}")
     splits = assign_splits(table, cfg.data.val_fraction, cfg.data.min_val_images, tc.seed,
@@ -135,7 +135,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     val_sets = {name: (decode_all(splits[name], prep.image_size, f"decode {name}", progress),
                        np.array([s.label for s in splits[name]]))
                 for name in dict.fromkeys([cfg.data.select_on, "val", "temporal"]) if splits[name]}
-    augment = rc.pm.get("augmentations", cfg.augment.name).build(rc.augment_params, prep.image_size, True)
+    augment = rc.pm.augmentation(cfg.augment.name).build(rc.augment_params, prep.image_size, True)
     dataset = CachedImages(train_images, train_labels, prep, augment, tc.seed)
     sampler = EpochBatchSampler(len(dataset), tc.batch_size, tc.seed, dinfo.rank, dinfo.world_size)
     if len(sampler) == 0:
@@ -144,8 +144,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
     steps_per_epoch = min(len(sampler), tc.max_train_batches or len(sampler))
 
     # ---- model
-    spec = rc.pm.get("models", cfg.model.name)
-    model = spec.build(rc.model_params, cfg.model.in_chans, 2).to(device)
+    model = rc.pm.model(cfg.model.name).build(rc.model_params, cfg.model.in_chans, 2, True).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model

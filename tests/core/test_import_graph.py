@@ -26,10 +26,24 @@ def test_serving_imports_load_no_training_plotting_or_augmentation(module):
     assert json.loads(out.stdout) == [], f"importing {module} loads {out.stdout.strip()}"
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
 def _imports(path) -> set[str]:
-    """Every pneumo_core module a file imports, at any level (function-level imports included)."""
+    """Every pneumo_core module a file imports when it runs, at any level (function-level imports
+    included; ``if TYPE_CHECKING:`` imports, which never run, excluded)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -82,3 +96,23 @@ def test_core_package_graph_has_no_cycle():
 def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}}) == []
+
+
+def test_plugins_use_only_the_public_core_and_no_other_plugin():
+    """A plugin imports ``pneumo_core``'s public names only, and no module that registers hooks
+    (helper modules of a plugin package, without hooks, are fine)."""
+    plugin_modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                      for p in (REPO / "plugins").rglob("*.py") if "@hookimpl" in p.read_text()}
+    assert {"plugins.models.resnet18", "plugins.datasets.imagefolder"} <= plugin_modules
+    problems = []
+    for path in sorted((REPO / "plugins").rglob("*.py")) + sorted((REPO / "examples").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                     else [])
+            for name in names:
+                if name.startswith("pneumo_core."):
+                    problems.append(f"{path.relative_to(REPO)} imports {name} (use `from pneumo_core import ...`)")
+                if name in plugin_modules:
+                    problems.append(f"{path.relative_to(REPO)} imports the plugin {name}")
+    assert problems == []

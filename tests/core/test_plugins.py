@@ -18,7 +18,7 @@ PLUGIN_SRC = textwrap.dedent('''
     import torch
     from pneumo_core import ModelSpec, hookimpl
 
-    def build(params, in_chans, num_classes):
+    def build(params, in_chans, num_classes, load_pretrained):
         return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
                                    torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
 
@@ -60,7 +60,7 @@ def test_entry_point_plugin_from_a_distribution_on_sys_path(tmp_path, monkeypatc
     (dist / "entry_points.txt").write_text("[pneumo]\nacme = acme_xray\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     pm = get_plugin_manager()
-    assert pm.get("models", "acme-net").name == "acme-net"
+    assert pm.model("acme-net").name == "acme-net"
     info = {i.name: i for i in pm.describe()}["acme"]
     assert info.origin == "entry point (acme-xray 1.2.0)"
     order = [name for name, _ in pm.list_name_plugin()]
@@ -75,7 +75,7 @@ def test_config_listed_module_and_file_plugins(tmp_path, monkeypatch, repo):
     cfg.write_text("plugins: [mod_plugin, ./file_plugin.py]\nmodel: {name: from-file}\ndata: {name: synthetic}\n")
     rc = load_config(cfg)
     assert rc.config.model.name == "from-file"
-    assert rc.pm.get("models", "from-module")
+    assert rc.pm.model("from-module")
     origins = {i.name: i.origin for i in rc.pm.describe()}
     assert origins["mod_plugin"] == "config (mod_plugin)"
     assert origins["file_plugin"].startswith("config (") and "file_plugin.py" in origins["file_plugin"]
@@ -89,8 +89,35 @@ def test_name_conflict_names_both_plugins(tmp_path):
     pm = get_plugin_manager()
     pm.load_config_plugins([str(tmp_path / "clash.py")])
     with pytest.raises(PluginError) as err:
-        pm.get("models", "resnet18")
+        pm.model("resnet18")
     assert "'resnet18'" in str(err.value) and "plugin 'resnet18'" in str(err.value) and "plugin 'clash'" in str(err.value)
+
+
+def test_every_name_conflict_is_reported_at_once(tmp_path):
+    (tmp_path / "clash2.py").write_text(
+        "from pneumo_core import DatasetSpec, ModelSpec, hookimpl\n"
+        "@hookimpl\n"
+        "def pneumo_models():\n"
+        "    return [ModelSpec(name='ResNet18 ', build=None, cam_layer=None), ModelSpec(name='timm', build=None, cam_layer=None)]\n"
+        "@hookimpl\n"
+        "def pneumo_datasets():\n"
+        "    return [DatasetSpec(name='csv', build=None)]\n")
+    pm = get_plugin_manager([str(tmp_path / "clash2.py")])
+    with pytest.raises(PluginError) as err:
+        pm.dataset("synthetic")
+    message = str(err.value)
+    for clash in ("model name 'resnet18'", "model name 'timm'", "dataset name 'csv'"):
+        assert clash in message, message
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "has space", "-dash-first", "sl/ash"])
+def test_record_names_are_checked(bad):
+    from pneumo_core import ModelSpec
+
+    with pytest.raises(ValueError, match="must be letters, digits"):
+        ModelSpec(name=bad, build=None, cam_layer=None)
+    assert ModelSpec(name=" ResNet18 ", build=None, cam_layer=None).name == "resnet18"
+    assert get_plugin_manager().model("ResNet18").name == "resnet18", "lookups are normalised too"
 
 
 def test_missing_and_broken_plugins_are_clear(tmp_path):
@@ -103,7 +130,7 @@ def test_missing_and_broken_plugins_are_clear(tmp_path):
     with pytest.raises(PluginError, match="failed to import: boom"):
         pm.load_config_plugins(["broken.py"], tmp_path)
     with pytest.raises(PluginError, match="unknown model 'nope'.*Known: resnet18, timm"):
-        pm.get("models", "nope")
+        pm.model("nope")
 
 
 def test_core_imports_no_web_framework_or_plugin_module():
@@ -144,4 +171,4 @@ def test_a_hook_returning_the_wrong_record_type_is_named(tmp_path):
     pm = get_plugin_manager()
     pm.load_config_plugins([str(tmp_path / "sloppy.py")])
     with pytest.raises(PluginError, match="plugin 'sloppy': pneumo_models\\(\\) must return ModelSpec records, got dict"):
-        pm.get("models", "resnet18")
+        pm.model("resnet18")

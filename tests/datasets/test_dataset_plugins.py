@@ -15,7 +15,7 @@ from pneumo_core.imaging import ImageError
 
 def _table(data: dict):
     rc = resolve({"data": data})
-    return rc.pm.get("datasets", data["name"]).build(rc.data_params)
+    return rc.pm.dataset(data["name"]).build(rc.data_params)
 
 
 def _jpeg(path: Path, value: int) -> None:

@@ -101,7 +101,7 @@ def test_model_params_build_and_cam_layer(monkeypatch):
         TinyCNNParams.model_validate({"dropout": 1.0})
 
     params = TinyCNNParams.model_validate({"width": 4, "depth": 3, "dropout": 0.2})
-    model = spec.build(params, 1, 2).eval()
+    model = spec.build(params, 1, 2, False).eval()
     seen = []
     layer = spec.cam_layer(model)
     assert isinstance(layer, ConvBlock) and layer is model.blocks[-1]

@@ -11,8 +11,9 @@ from pneumo_core import ModelSpec, hookimpl
 from pneumo_tinycnn.model import TinyCNN, TinyCNNParams
 
 
-def build(params: TinyCNNParams, in_chans: int, num_classes: int) -> TinyCNN:
-    """Called by pneumo with validated params, the input channels and the number of classes."""
+def build(params: TinyCNNParams, in_chans: int, num_classes: int, load_pretrained: bool) -> TinyCNN:
+    """Called by pneumo with validated params, the input channels, the number of classes, and
+    whether to load pretrained weights (TinyCNN has none, so it ignores the flag)."""
     return TinyCNN(in_chans, num_classes, width=params.width, depth=params.depth, dropout=params.dropout)
 
 
