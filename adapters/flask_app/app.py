@@ -15,7 +15,7 @@ from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition, method_lab
 from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
 from pneumo_core.errors import PneumoError
-from pneumo_core.imaging import ImageLimits
+from pneumo_core.config.serving import image_limits
 from pneumo_core.inference import Predictor
 
 log = logging.getLogger("pneumo.web")
@@ -26,9 +26,8 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     """Build the app; loads the predictor from ``settings.artifact`` unless one is given."""
     settings = settings or Settings.from_env()
     if predictor is None:
-        limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.serve.max_pixels)
         predictor = Predictor(settings.artifact, backend=settings.serve.backend,
-                              precision=settings.serve.precision, limits=limits)
+                              precision=settings.serve.precision, limits=image_limits(settings.serve))
     app = Flask(__name__)
     app.request_class = PneumoRequest
     # Body limit: the request limit plus room for the multipart envelope of the files.

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
+from pneumo_core import BUNDLED_ARTIFACT as DEFAULT_ARTIFACT
 from pneumo_core.config import read_yaml
 from pneumo_core.config.schema import ServeSection
-
-from pneumo_core import BUNDLED_ARTIFACT as DEFAULT_ARTIFACT
+from pneumo_core.config.serving import serve_from_env
 
 
 @dataclass
 class Settings:
-    """What the app needs. Environment: PNEUMO_ARTIFACT, PNEUMO_CONFIG, PNEUMO_BACKEND, PNEUMO_PRECISION,
-    PNEUMO_MAX_UPLOAD_MB, PNEUMO_API_KEYS (comma-separated; auth is on when set)."""
+    """What the app needs. Environment: PNEUMO_ARTIFACT, PNEUMO_CONFIG (a config whose ``serve``
+    section is the base), the serving variables of ``pneumo_core.config.serving`` (shared with
+    the RunPod worker), and the API keys (comma-separated, in the variable ``serve.api_key_env``
+    names, PNEUMO_API_KEYS by default; auth is on when it is set)."""
 
     artifact: str = DEFAULT_ARTIFACT
     serve: ServeSection = field(default_factory=ServeSection)
@@ -31,19 +34,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Optional[dict] = None) -> "Settings":
         env = os.environ if environ is None else environ
-        from pathlib import Path
-
         serve = ServeSection()
         if env.get("PNEUMO_CONFIG"):
             serve = ServeSection.model_validate(read_yaml(Path(env["PNEUMO_CONFIG"])).get("serve") or {})
-        updates = {}
-        if env.get("PNEUMO_BACKEND"):
-            updates["backend"] = env["PNEUMO_BACKEND"]
-        if env.get("PNEUMO_PRECISION"):
-            updates["precision"] = env["PNEUMO_PRECISION"]
-        if env.get("PNEUMO_MAX_UPLOAD_MB"):
-            updates["max_upload_mb"] = float(env["PNEUMO_MAX_UPLOAD_MB"])
-        if updates:
-            serve = ServeSection.model_validate({**serve.model_dump(), **updates})
+        serve = serve_from_env(env, serve)
         keys = frozenset(k.strip() for k in env.get(serve.api_key_env, "").split(",") if k.strip())
         return cls(artifact=env.get("PNEUMO_ARTIFACT", DEFAULT_ARTIFACT), serve=serve, api_keys=keys)

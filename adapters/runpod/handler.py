@@ -33,7 +33,6 @@ except ModuleNotFoundError:  # the worker's SDK is an extra
 from adapters.runpod.fetch import FetchError  # noqa: E402
 from adapters.runpod.inputs import InputError, load_images, parse_job_input  # noqa: E402
 from adapters.runpod.settings import RunpodSettings  # noqa: E402
-from pneumo_core.imaging import ImageLimits  # noqa: E402
 from pneumo_core.errors import PneumoError  # noqa: E402
 from pneumo_core.inference import PredictRequest, Predictor  # noqa: E402
 from pneumo_core.inference.serving_process import freeze_after_load  # noqa: E402
@@ -59,8 +58,8 @@ def get_predictor() -> Predictor:
     settings = get_settings()
     with _lock:
         if _predictor is None:
-            _predictor = Predictor(settings.artifact, backend=settings.backend, precision=settings.precision,
-                                   limits=ImageLimits(max_bytes=settings.max_image_bytes))
+            _predictor = Predictor(settings.artifact, backend=settings.serve.backend,
+                                   precision=settings.serve.precision, limits=settings.limits)
         return _predictor
 
 
@@ -71,7 +70,7 @@ def error(code: str, message: str) -> dict:
 def process(raw_input: Any, predictor: Predictor, settings: RunpodSettings) -> dict:
     """Answer one job's ``input`` (blocking). Returns the response dict or an error dict."""
     try:
-        job = parse_job_input(raw_input, settings.max_images)
+        job = parse_job_input(raw_input, settings.serve.max_batch)
         images = load_images(job, settings.max_image_bytes, settings.fetch_policy())
         response = predictor.predict(PredictRequest(images=images, heatmap=job.heatmap, source="runpod"))
         return response.model_dump(mode="json")

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
 from adapters.runpod.fetch import FetchPolicy
-
 from pneumo_core import BUNDLED_ARTIFACT as DEFAULT_ARTIFACT
+from pneumo_core.config.schema import ServeSection
+from pneumo_core.config.serving import image_limits, serve_from_env
+from pneumo_core.imaging import ImageLimits
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -19,10 +22,9 @@ class RunpodSettings:
 
     PNEUMO_ARTIFACT [models/pneumo-resnet18-kermany]  model artifact folder; a relative path is
         looked up in the working directory, then in the repository root
-    PNEUMO_BACKEND [torch]  torch, onnx or onnx-int8 (onnx needs ``pneumo[onnx]`` and ``model.onnx``)
-    PNEUMO_PRECISION [auto]  auto, fp32 or bf16 (torch backend)
-    PNEUMO_MAX_IMAGE_MB [20]  largest image, base64-decoded or downloaded
-    PNEUMO_MAX_IMAGES [16]  most images in one job's ``images`` list
+    the serving variables shared with the REST API (``pneumo_core.config.serving``):
+        PNEUMO_BACKEND [torch], PNEUMO_PRECISION [auto], PNEUMO_MAX_IMAGE_MB [20] (base64-decoded
+        or downloaded), PNEUMO_MAX_PIXELS [40000000], PNEUMO_MAX_IMAGES [16] (in one job)
     PNEUMO_RUNPOD_CONCURRENCY [4]  jobs one worker runs at once (they share micro-batches)
     PNEUMO_ALLOW_PRIVATE_URLS [0]  1 lets ``image_url`` reach loopback/private/link-local hosts
     PNEUMO_FETCH_TIMEOUT_S [10]  connect and per-read timeout for ``image_url``
@@ -31,10 +33,7 @@ class RunpodSettings:
     """
 
     artifact: Path = REPO_ROOT / DEFAULT_ARTIFACT
-    backend: str = "torch"
-    precision: str = "auto"
-    max_image_mb: float = 20.0
-    max_images: int = 16
+    serve: ServeSection = field(default_factory=ServeSection)
     concurrency: int = 4
     allow_private_urls: bool = False
     fetch_timeout_s: float = 10.0
@@ -42,8 +41,12 @@ class RunpodSettings:
     max_redirects: int = 3
 
     @property
+    def limits(self) -> ImageLimits:
+        return image_limits(self.serve)
+
+    @property
     def max_image_bytes(self) -> int:
-        return int(self.max_image_mb * 1024 * 1024)
+        return self.limits.max_bytes
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(max_bytes=self.max_image_bytes, allow_private=self.allow_private_urls,
@@ -53,19 +56,12 @@ class RunpodSettings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "RunpodSettings":
-        """Read the variables above; raises ValueError naming the variable on a bad value."""
+        """Read the variables above; raises ValueError (ConfigError for the shared serving
+        variables) naming the variable on a bad value."""
         env = os.environ if environ is None else environ
-        backend = env.get("PNEUMO_BACKEND", "torch").strip() or "torch"
-        if backend not in ("torch", "onnx", "onnx-int8"):
-            raise ValueError(f"PNEUMO_BACKEND must be torch, onnx or onnx-int8, not {backend!r}")
-        precision = env.get("PNEUMO_PRECISION", "auto").strip() or "auto"
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"PNEUMO_PRECISION must be auto, fp32 or bf16, not {precision!r}")
         return cls(
             artifact=resolve_artifact(env.get("PNEUMO_ARTIFACT", "").strip() or DEFAULT_ARTIFACT),
-            backend=backend, precision=precision,
-            max_image_mb=_number(env, "PNEUMO_MAX_IMAGE_MB", 20.0, float),
-            max_images=_number(env, "PNEUMO_MAX_IMAGES", 16, int),
+            serve=serve_from_env(env),
             concurrency=_number(env, "PNEUMO_RUNPOD_CONCURRENCY", 4, int),
             allow_private_urls=_flag(env, "PNEUMO_ALLOW_PRIVATE_URLS"),
             fetch_timeout_s=_number(env, "PNEUMO_FETCH_TIMEOUT_S", 10.0, float),

@@ -18,6 +18,7 @@ import adapters.runpod.handler as rp
 from adapters.runpod.inputs import InputError, decode_base64, parse_job_input
 from adapters.runpod.settings import RunpodSettings
 from pneumo_core import hookimpl
+from pneumo_core.errors import ConfigError
 from pneumo_core.inference import PredictionRejected, PredictResponse
 
 ADAPTER = REPO / "adapters" / "runpod"
@@ -85,13 +86,13 @@ def test_bad_inputs_are_error_dicts(rp_predictor, rp_settings, raw, code, fragme
 
 
 def test_too_many_images(rp_predictor, rp_settings, phantom_b64):
-    settings = dataclasses.replace(rp_settings, max_images=2)
+    settings = dataclasses.replace(rp_settings, serve=rp_settings.serve.model_copy(update={"max_batch": 2}))
     raw = {"images": [{"image": phantom_b64}] * 3}
     assert_error(run(raw, rp_predictor, settings), "invalid_input", "too many images: 3", "at most 2")
 
 
 def test_image_size_limit(rp_predictor, rp_settings, phantom_b64):
-    settings = dataclasses.replace(rp_settings, max_image_mb=1 / 1024)  # 1 KiB
+    settings = dataclasses.replace(rp_settings, serve=rp_settings.serve.model_copy(update={"max_upload_mb": 1 / 1024}))  # 1 KiB
     assert_error(run({"image": phantom_b64}, rp_predictor, settings), "image_too_large", "limit 1,024")
 
 
@@ -119,7 +120,7 @@ def test_image_url_loopback_only_when_allowed(rp_predictor, rp_settings, image_s
     out = run({"images": [{"image_url": f"{base}/x.png"}, {"image_url": f"{base}/redirect", "name": "r.png"}]},
               rp_predictor, allowed)
     assert [r["name"] for r in out["results"]] == ["x.png", "r.png"]
-    small = dataclasses.replace(allowed, max_image_mb=2 / 1024)  # 2 KiB: /big is larger
+    small = dataclasses.replace(allowed, serve=allowed.serve.model_copy(update={"max_upload_mb": 2 / 1024}))  # 2 KiB: /big is larger
     assert_error(run({"image_url": f"{base}/big"}, rp_predictor, small), "image_too_large")
 
 
@@ -163,19 +164,22 @@ def test_concurrency_modifier_reads_env(monkeypatch):
 
 def test_settings_from_env(tmp_path, monkeypatch):
     s = RunpodSettings.from_env({"PNEUMO_MAX_IMAGE_MB": "0.5", "PNEUMO_MAX_IMAGES": "3", "PNEUMO_BACKEND": "onnx",
-                                 "PNEUMO_ALLOW_PRIVATE_URLS": "true", "PNEUMO_FETCH_DEADLINE_S": "4"})
-    assert (s.max_image_bytes, s.max_images, s.backend, s.allow_private_urls) == (512 * 1024, 3, "onnx", True)
+                                 "PNEUMO_ALLOW_PRIVATE_URLS": "true", "PNEUMO_FETCH_DEADLINE_S": "4",
+                                 "PNEUMO_MAX_PIXELS": "1000000"})
+    assert (s.max_image_bytes, s.serve.max_batch, s.serve.backend, s.allow_private_urls) == (512 * 1024, 3, "onnx", True)
+    assert s.limits.max_pixels == 1_000_000
     policy = s.fetch_policy()
     assert (policy.max_bytes, policy.allow_private, policy.deadline_s, policy.connect_timeout_s) == (512 * 1024, True, 4, 4)
     assert RunpodSettings.from_env({}).artifact == REPO / "models" / "pneumo-resnet18-kermany"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
     assert RunpodSettings.from_env({"PNEUMO_ARTIFACT": "m"}).artifact == tmp_path / "m"
-    for env, message in [({"PNEUMO_MAX_IMAGE_MB": "big"}, "PNEUMO_MAX_IMAGE_MB must be a number > 0"),
-                         ({"PNEUMO_MAX_IMAGES": "0"}, "PNEUMO_MAX_IMAGES must be an integer > 0"),
-                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND must be torch, onnx or onnx-int8"),
+    for env, message in [({"PNEUMO_MAX_IMAGE_MB": "big"}, "PNEUMO_MAX_IMAGE_MB must be a number"),
+                         ({"PNEUMO_MAX_IMAGE_MB": "-1"}, "PNEUMO_MAX_IMAGE_MB='-1': Input should be greater than 0"),
+                         ({"PNEUMO_MAX_IMAGES": "0"}, "PNEUMO_MAX_IMAGES='0': Input should be greater than or equal to 1"),
+                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND='tf': Input should be 'torch', 'onnx' or 'onnx-int8'"),
                          ({"PNEUMO_ALLOW_PRIVATE_URLS": "sure"}, "PNEUMO_ALLOW_PRIVATE_URLS must be 1 or 0")]:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises((ValueError, ConfigError), match=message):
             RunpodSettings.from_env(env)
 
 

@@ -202,3 +202,16 @@ def test_invented_methods_do_not_create_metric_series(client):
     assert not any("BREW" in line for line in series)
     other = [line for line in series if 'method="other"' in line and 'status="405"' in line]
     assert other and float(other[0].rsplit(" ", 1)[1]) >= 50
+
+
+def test_rest_and_runpod_read_the_same_serving_variables(smoke_artifact):
+    from adapters.runpod.settings import RunpodSettings
+
+    env = {"PNEUMO_MAX_IMAGE_MB": "3", "PNEUMO_MAX_PIXELS": "2000000", "PNEUMO_MAX_IMAGES": "5",
+           "PNEUMO_BACKEND": "onnx", "PNEUMO_PRECISION": "fp32", "PNEUMO_ARTIFACT": str(smoke_artifact)}
+    rest, worker = Settings.from_env(env).serve, RunpodSettings.from_env(env).serve
+    assert rest == worker
+    assert (rest.max_upload_mb, rest.max_pixels, rest.max_batch, rest.backend, rest.precision) == (3, 2_000_000, 5,
+                                                                                                   "onnx", "fp32")
+    old = Settings.from_env({"PNEUMO_MAX_UPLOAD_MB": "2"}).serve.max_upload_mb
+    assert old == 2, "the REST adapter's old name still works"
