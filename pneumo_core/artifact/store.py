@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pneumo_core.artifact.ensemble import Ensemble, TestTimeAugmentation, unwrap_tta
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import ArtifactError
 from pneumo_core.hashing import sha256_file
@@ -30,6 +31,19 @@ class ModelRef(BaseModel):
     name: str
     params: dict[str, Any]
     in_chans: int = 1
+
+
+class EnsembleMember(BaseModel):
+    """One network of an ensemble artifact: its model plugin and params, and its own temperature."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model: ModelRef
+    temperature: float = Field(gt=0)
+    source: str = ""  # name and version of the artifact it came from
+
+
+class EnsembleMeta(BaseModel):
+    members: list[EnsembleMember] = Field(min_length=1)
 
 
 class ArtifactMeta(BaseModel):
@@ -50,6 +64,7 @@ class ArtifactMeta(BaseModel):
     threshold: float = Field(gt=0, lt=1)
     calibration: dict[str, Any]
     plugins: list[str] = []
+    ensemble: Optional[EnsembleMeta] = None  # several networks under one model.json (model.name "ensemble")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ArtifactMeta":
@@ -196,17 +211,42 @@ def artifact_plugins(artifact: Artifact) -> list[str]:
     return list(artifact.meta.plugins)
 
 
+def _build_network(pm, ref: ModelRef, num_classes: int) -> torch.nn.Module:
+    spec = pm.model(ref.name)
+    return spec.build(spec.params_model.model_validate(ref.params), ref.in_chans, num_classes, False)
+
+
 def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
-    """Rebuild the network through its model plugin and load the artifact's weights (eval mode)."""
+    """Rebuild the network through its model plugin(s) and load the artifact's weights (eval mode).
+
+    An ensemble artifact gives an :class:`~pneumo_core.artifact.ensemble.Ensemble`, and one with
+    test-time views in its preprocessing is wrapped in ``TestTimeAugmentation``: either way one
+    module that maps inputs to two-class logits.
+    """
     from pneumo_core.plugin_manager import get_plugin_manager
 
     pm = pm or get_plugin_manager(artifact_plugins(artifact))
-    spec = pm.model(artifact.meta.model.name)
-    params = spec.params_model.model_validate(artifact.meta.model.params)
-    model = spec.build(params, artifact.meta.model.in_chans, len(artifact.meta.classes), False)
+    meta, num_classes = artifact.meta, len(artifact.meta.classes)
+    if meta.ensemble is not None:
+        model = Ensemble([_build_network(pm, m.model, num_classes) for m in meta.ensemble.members],
+                         [m.temperature for m in meta.ensemble.members])
+    else:
+        model = _build_network(pm, meta.model, num_classes)
     try:
         model.load_state_dict(artifact.state_dict, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{artifact.folder}: weights do not fit model "
                             f"'{artifact.meta.model.name}': {str(exc)[:300]}") from None
+    if meta.preprocessing.tta:
+        model = TestTimeAugmentation(model, meta.preprocessing.tta)
     return model.eval()
+
+
+def cam_layers(artifact: Artifact, model: torch.nn.Module, pm) -> list[torch.nn.Module]:
+    """The layers Grad-CAM hooks in a model from :func:`build_model`: one per network (their maps
+    are averaged), found in the un-augmented view."""
+    net = unwrap_tta(model)
+    if artifact.meta.ensemble is not None:
+        return [pm.model(m.model.name).cam_layer(member)
+                for m, member in zip(artifact.meta.ensemble.members, net.members)]
+    return [pm.model(artifact.meta.model.name).cam_layer(net)]

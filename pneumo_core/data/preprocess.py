@@ -8,11 +8,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class TtaView(BaseModel):
+    """One test-time view: a shift (fractions of the side) and a zoom (1 = none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dx: float = Field(0.0, ge=-0.25, le=0.25)
+    dy: float = Field(0.0, ge=-0.25, le=0.25)
+    scale: float = Field(1.0, ge=0.75, le=1.25)
+
+
 class Preprocessing(BaseModel):
     """Resize to a square (squash, no crop: the Kermany images are squashed) and normalise.
 
     ``normalize="image"`` standardises each image to zero mean and unit variance, which makes
-    the model indifferent to exposure and contrast differences between sites.
+    the model indifferent to exposure and contrast differences between sites. ``tta``: views
+    whose probabilities are averaged wherever the artifact is served (empty: none).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -21,6 +31,7 @@ class Preprocessing(BaseModel):
     normalize: Literal["image", "fixed"] = "image"
     mean: float = 0.5
     std: float = 0.25
+    tta: tuple[TtaView, ...] = ()
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

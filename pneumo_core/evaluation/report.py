@@ -34,6 +34,19 @@ def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
     """Write ``report.md``: intended use, data and split, metrics with CIs, limitations."""
     data, train = meta["data"], meta["training"]
     selected = meta.get("selected_on", "val")
+    if meta.get("ensemble"):
+        members = meta["ensemble"]["members"]
+        built = (f"- An ensemble of {len(members)} networks ({', '.join(m['source'] for m in members)}), "
+                 f"each calibrated by its own temperature; their probabilities are averaged, then the "
+                 f"ensemble's temperature and threshold apply.")
+    else:
+        built = (f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}"
+                 f"{', EMA of weights ' + str(train['ema_decay']) if train.get('ema_decay') else ''}), "
+                 f"best epoch {train['best_epoch']} by ROC AUC on the `{selected}` split.")
+    tta = meta["preprocessing"].get("tta") or []
+    if tta:
+        built += (f" Test-time augmentation: probabilities averaged over {len(tta)} views (shifts and zooms) "
+                  "wherever the artifact is served.")
     lines = [
         f"# Model card: {meta['name']}",
         "",
@@ -59,11 +72,9 @@ def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
         "two splits. `val` is a random, label-stratified share of the patients; `temporal` holds "
         "the earliest patients of each acquisition series (lowest file-name numbers), standing in "
         "for images from another period.",
-        f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}"
-        f"{', EMA of weights ' + str(train['ema_decay']) if train.get('ema_decay') else ''}), "
-        f"best epoch {train['best_epoch']} by ROC AUC on the `{selected}` split.",
-        f"- So the `{selected}` split chose the epoch, the temperature and the threshold: its "
-        "figures below are optimistic; the other splits' are not.",
+        built,
+        f"- So the `{selected}` split chose the {'epoch, the ' if not meta.get('ensemble') else ''}temperature "
+        "and the threshold: its figures below are optimistic; the other splits' are not.",
         "",
         "## Metrics",
         "95% confidence intervals for AUC by bootstrap. Metrics at the operating threshold, with "

@@ -9,13 +9,14 @@ from PIL import Image
 
 
 class GradCamRenderer:
-    """Grad-CAM for the positive class on the model's ``cam_layer``; fp32, thread-safe by a lock
-    held by the caller (hooks on the model are shared state)."""
+    """Grad-CAM for the positive class on the model's cam layers (one per network of an ensemble:
+    the grad-cam package averages their maps); fp32, thread-safe by a lock held by the caller
+    (hooks on the model are shared state)."""
 
-    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
         from pytorch_grad_cam import GradCAM
 
-        self.cam = GradCAM(model=model, target_layers=[layer])
+        self.cam = GradCAM(model=model, target_layers=layers)
 
     def __call__(self, x: np.ndarray, positive: int = 1) -> np.ndarray:
         """(C, S, S) input -> (S, S) map in [0, 1]."""

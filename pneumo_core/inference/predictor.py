@@ -11,7 +11,8 @@ from typing import Callable, Optional, TypeVar
 
 import numpy as np
 
-from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, load_artifact
+from pneumo_core.artifact.ensemble import unwrap_tta
+from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, cam_layers, load_artifact
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
@@ -49,7 +50,7 @@ class Predictor:
             self._on_compute_thread(lambda: self._load(artifact_dir, backend, precision, pm), timeout_s=None)
             meta = self.artifact.meta
             self.prep = meta.preprocessing
-            self._cam_layer = self.pm.model(meta.model.name).cam_layer(self.model)
+            self._cam_layers = cam_layers(self.artifact, self.model, self.pm)
             self.info = ModelInfo(name=meta.name, version=meta.version, threshold=meta.threshold,
                                   classes=meta.classes, positive_class=meta.classes[1], backend=self.backend.name)
             self.ready = False
@@ -128,9 +129,11 @@ class Predictor:
             if self._cam is None:
                 # Grad-CAM keeps hooks on the model it is given: use a private copy so forwards
                 # neither feed its buffers nor race with it.
-                cam_model = copy.deepcopy(self.model).float().eval()
-                layer_name = next(n for n, m in self.model.named_modules() if m is self._cam_layer)
-                self._cam = GradCamRenderer(cam_model, cam_model.get_submodule(layer_name))
+                # (the un-augmented network: test-time views would each record the layer once)
+                base = unwrap_tta(self.model)
+                cam_model = copy.deepcopy(base).float().eval()
+                names = [next(n for n, m in base.named_modules() if m is layer) for layer in self._cam_layers]
+                self._cam = GradCamRenderer(cam_model, [cam_model.get_submodule(n) for n in names])
             return self._cam(x)
 
     # -- requests -------------------------------------------------------------------------
