@@ -46,17 +46,24 @@ from typing import Callable
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[1]
 KERMANY_TRAIN = REPO.parent / "shared" / "data" / "kermany-cxr" / "train"
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from live_server import LiveServer  # noqa: E402  (the test suite's gunicorn launcher)
+from adapters.flask_app.background import BackgroundServer as LiveServer  # noqa: E402
 from pneumo_core.artifact import build_model, load_artifact  # noqa: E402
 from pneumo_core.data.preprocess import preprocess  # noqa: E402
 from pneumo_core.imaging import load_image  # noqa: E402
 from pneumo_core.inference.backends import OnnxBackend, TorchBackend  # noqa: E402
+from pneumo_core.plugin_manager import get_plugin_manager  # noqa: E402
+
+
+def phantoms(n: int, size: int) -> list[np.ndarray]:
+    """``n`` synthetic phantoms of ``size`` px, both labels, through the ``synthetic`` dataset plugin."""
+    spec = get_plugin_manager().dataset("synthetic")
+    table = spec.build(spec.params_model(n_train=n, n_val=0, n_test=0, size=size, seed=11))
+    return [s.load() for s in table.samples]
 
 
 def sample_image(path: Path | None, size: int = 224) -> tuple[bytes, str, str]:
@@ -67,10 +74,8 @@ def sample_image(path: Path | None, size: int = 224) -> tuple[bytes, str, str]:
         with Image.open(io.BytesIO(data)) as im:
             what = f"{im.format} {im.width}x{im.height} {im.mode}"
         return data, path.name, f"{path.name} ({what}, {len(data) / 1000:.1f} kB)"
-    from plugins.datasets.synthetic.phantom import render_phantom
-
     buf = io.BytesIO()
-    Image.fromarray(render_phantom(1, size, 11)).save(buf, format="PNG")
+    Image.fromarray(phantoms(1, size)[0]).save(buf, format="PNG")
     return buf.getvalue(), "phantom.png", f"synthetic phantom (PNG {size}x{size} L, {buf.tell() / 1000:.1f} kB)"
 
 
@@ -242,10 +247,8 @@ def main() -> int:
     if calib is None or not calib.is_dir():
         calib = work / "calibration"
         calib.mkdir()
-        for i in range(64):
-            from plugins.datasets.synthetic.phantom import render_phantom
-
-            Image.fromarray(render_phantom(i % 2, 224, 5000 + i)).save(calib / f"{i}.png")
+        for i, image in enumerate(phantoms(64, 224)):
+            Image.fromarray(image).save(calib / f"{i}.png")
     subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", "export", str(art_dir)], check=True,
                    capture_output=True)
     int8 = subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", "export", str(art_dir), "--format",

@@ -116,3 +116,14 @@ def test_plugins_use_only_the_public_core_and_no_other_plugin():
                 if name in plugin_modules:
                     problems.append(f"{path.relative_to(REPO)} imports the plugin {name}")
     assert problems == []
+
+
+def test_benchmarks_use_public_interfaces_only():
+    """Benchmarks import no test helper and no plugin module, and do not edit sys.path."""
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path" not in text, f"{path.name} edits sys.path"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] not in {"tests", "plugins", "harness", "live_server"}, \
+                    f"{path.name} imports {node.module}"

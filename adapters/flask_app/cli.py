@@ -1,10 +1,15 @@
-"""``pneumo serve``: run the REST API and web page under gunicorn (needs pneumo[serve])."""
+"""``pneumo serve``: run the REST API and web page under gunicorn (needs pneumo[serve]).
+
+Registered by this adapter through the ``pneumo.cli`` entry-point group, so the core launches
+no adapter by name.
+"""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
 
+from adapters.flask_app.background import gunicorn_command
 from pneumo_core.cli.argtypes import positive_int
 
 
@@ -37,8 +42,7 @@ def _run(args) -> int:
     env = dict(os.environ, PNEUMO_ARTIFACT=args.artifact, PNEUMO_BACKEND=args.backend)
     if args.config:
         env["PNEUMO_CONFIG"] = args.config
-    cmd = [sys.executable, "-m", "gunicorn", "-c", "python:adapters.flask_app.gunicorn_conf",
-           "--bind", f"{args.host}:{args.port}", "adapters.flask_app.wsgi:app"]
+    cmd = gunicorn_command(f"{args.host}:{args.port}")
     if args.workers:  # through the env, so gunicorn_conf splits threads and sets up multiprocess metrics
         env["PNEUMO_WORKERS"] = str(args.workers)
     print(f"pneumo: web page  http://{args.host}:{args.port}/\n"
