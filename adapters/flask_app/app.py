@@ -30,8 +30,10 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
                               precision=settings.serve.precision, limits=image_limits(settings.serve))
     app = Flask(__name__)
     app.request_class = PneumoRequest
-    # Body limit: the request limit plus room for the multipart envelope of the files.
+    # Body limit: the request limit plus room for the multipart envelope of the files. A request
+    # has the files and one field: a few times that many parts is plenty.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes + 64 * 1024,
+                      MAX_FORM_PARTS=max(64, 4 * settings.serve.max_batch),
                       PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, RESTX_MASK_SWAGGER=False,
                       ERROR_404_HELP=False, JSON_SORT_KEYS=False)
     app.register_blueprint(make_blueprint())

@@ -66,8 +66,9 @@ class _Collector:
         self._value += data[start:end]
 
     def header_end(self) -> None:
-        # UTF-8 as werkzeug reads headers (so file names keep their accents); else werkzeug decides.
-        self._headers.add(self._field.decode(), self._value.decode())
+        # UTF-8 as werkzeug reads headers (so file names keep their accents); bytes that are not
+        # UTF-8 (a latin-1 file name from an old client) are read as latin-1, which keeps the part.
+        self._headers.add(self._field.decode("latin-1"), _text(self._value))
         self._field, self._value = bytearray(), bytearray()
 
     def headers_finished(self) -> None:
@@ -116,6 +117,13 @@ class _Collector:
         for stream in [f.stream for _, f in self.files] + [self._stream]:
             if stream is not None:
                 stream.close()
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 class FastFormDataParser(FormDataParser):

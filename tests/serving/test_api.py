@@ -215,3 +215,12 @@ def test_rest_and_runpod_read_the_same_serving_variables(smoke_artifact):
                                                                                                    "onnx", "fp32")
     old = Settings.from_env({"PNEUMO_MAX_UPLOAD_MB": "2"}).serve.max_upload_mb
     assert old == 2, "the REST adapter's old name still works"
+
+
+def test_too_many_parts_says_so_not_that_the_body_is_too_big(client, phantom_png):
+    fields = {f"note{i}": "x" for i in range(200)}
+    resp = client.post("/api/v1/predict", data={"file": (io.BytesIO(phantom_png), "x.png"), **fields},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 413
+    message = resp.get_json()["message"]
+    assert "form parts" in message and "at most 4 files" in message and "larger than" not in message

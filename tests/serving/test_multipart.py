@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import pytest
@@ -133,3 +134,17 @@ def test_parses_like_werkzeug(client, data, boundary):
     ref = _app().test_client().post("/echo", data=data, content_type=ctype)
     assert ours.status_code == ref.status_code == 200
     assert ours.json == ref.json
+
+
+@pytest.mark.parametrize("size", [1000, 2 * 1024 * 1024])  # under and over the 1 MB werkzeug fallback
+def test_a_latin1_file_name_keeps_its_file(size, phantom_png):
+    from adapters.flask_app.multipart import FastFormDataParser
+
+    boundary = b"pneumo-boundary"
+    payload = phantom_png + b"\0" * max(0, size - len(phantom_png))
+    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r\xf6ntgen.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + payload + b"\r\n--" + boundary + b"--\r\n")
+    parser = FastFormDataParser(max_content_length=64 * 1024 * 1024)
+    _, form, files = parser.parse(io.BytesIO(body), "multipart/form-data", len(body), {"boundary": boundary.decode()})
+    assert list(files) == ["file"]
+    assert files["file"].filename == "röntgen.png" and files["file"].read() == payload

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import jsonify
 
+from werkzeug.exceptions import RequestEntityTooLarge
+
 from pneumo_core.errors import PneumoError
 
 
@@ -28,6 +30,9 @@ def error_response(status: int, code: str, message: str):
 def http_error_body(exc, settings) -> tuple[str, str]:
     """(code, message) for a werkzeug HTTPException; 413 says which limit was hit."""
     if exc.code == 413:
+        if exc.description and exc.description != RequestEntityTooLarge.description:  # a count or field limit
+            return ("payload_too_large", f"{exc.description}; send at most {settings.serve.max_batch} files "
+                    "and only the 'file' and 'heatmap' fields")
         return ("payload_too_large", f"request larger than {settings.serve.max_request_mb:g} MB; send fewer or "
                 f"smaller files (each image at most {settings.serve.max_upload_mb:g} MB)")
     return ((exc.name or "error").lower().replace(" ", "_"), exc.description or "")
