@@ -5,6 +5,7 @@ no adapter by name.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,24 @@ def _artifact_problem(artifact: str, backend: str) -> str | None:
     return None
 
 
+def _port_busy(host: str, port: int) -> str | None:
+    """Why gunicorn could not bind ``host:port`` (e.g. another server holds it), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"unknown host ({exc})"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
+
+
 def _run(args) -> int:
     import importlib.util
 
@@ -38,6 +57,11 @@ def _run(args) -> int:
     problem = _artifact_problem(args.artifact, args.backend)
     if problem:  # say it once here rather than as a traceback from every gunicorn worker
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+    busy = _port_busy(args.host, args.port)
+    if busy:
+        print(f"error: cannot listen on {args.host}:{args.port}: {busy}. Pick another port with --port "
+              f"(with make: make demo PORT={args.port + 1}).", file=sys.stderr)
         return 2
     env = dict(os.environ, PNEUMO_ARTIFACT=args.artifact, PNEUMO_BACKEND=args.backend)
     if args.config:

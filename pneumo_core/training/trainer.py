@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import platform
 import random
 import signal
 import sys
@@ -23,7 +24,7 @@ from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.data.splits import assign_splits
-from pneumo_core.device import autocast, pick_device, pick_precision
+from pneumo_core.device import autocast, cpu_has_bf16, pick_device, pick_precision
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import RunInfo
 from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
@@ -37,6 +38,23 @@ from pneumo_core.training.validation import loss_and_auc, predict_logits
 log = logging.getLogger("pneumo.train")
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and run again
+PROGRESS_EVERY_S = float(os.environ.get("PNEUMO_PROGRESS_EVERY_S", "60"))
+
+
+def _device_summary(device: torch.device, precision: str) -> str:
+    """e.g. "cpu (AMD EPYC, 2 threads, native bf16: yes), bf16"."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {precision}"
+    name = platform.processor() or "CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"cpu ({name}, {torch.get_num_threads()} threads, native bf16: {'yes' if cpu_has_bf16() else 'no'}), "
+            f"{precision}")
 
 
 class TrainingInterrupted(PneumoError):
@@ -181,6 +199,11 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
             log.info("resuming from checkpoint: epoch %d, batch %d", start_epoch + 1, start_batch)
     if dinfo.is_main:  # only now: a run that fails while loading data or model leaves no empty folder
         run_dir.mkdir(parents=True, exist_ok=True)
+    if dinfo.is_main:
+        sizes = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "val", "temporal", "test") if splits[name])
+        print(f"pneumo train: {cfg.model.name} at {prep.image_size} px on {_device_summary(device, precision)}, "
+              f"{dinfo.world_size} process(es); images: {sizes}; {steps_per_epoch} steps of {tc.batch_size} per epoch",
+              file=sys.stderr, flush=True)
     run = RunInfo(run_dir=run_dir, config=cfg, rank=dinfo.rank, world_size=dinfo.world_size, history=history)
     rc.pm.hook.pneumo_train_start(run=run)
 
@@ -208,6 +231,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
                    disable=not progress, leave=False, unit="batch")
+        next_line = time.monotonic() + PROGRESS_EVERY_S  # without a progress bar (Slurm logs): a line now and then
         for step, (x, y) in enumerate(loader, start=first):
             if step >= steps_per_epoch:
                 break
@@ -233,6 +257,13 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
             seen += len(x) * dinfo.world_size
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            if not progress and dinfo.is_main and time.monotonic() >= next_line:
+                next_line += PROGRESS_EVERY_S
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                left = (steps_per_epoch - step - 1) * tc.batch_size * dinfo.world_size / max(rate, 1e-9)
+                print(f"epoch {epoch + 1}/{tc.epochs} step {step + 1}/{steps_per_epoch} "
+                      f"loss={np.mean(losses[-20:]):.4f} {rate:.1f} img/s, epoch ends in {left / 60:.1f} min",
+                      file=sys.stderr, flush=True)
             if _all_agree_stop(flag, dinfo.world_size):
                 bar.close()
                 checkpoint(epoch, step + 1, epoch_losses=losses)

@@ -58,3 +58,17 @@ def test_serve_onnx_without_export_says_how(smoke_artifact, tmp_path):
 def test_serve_rejects_zero_workers(smoke_artifact):
     out = run_cli("serve", "--artifact", str(smoke_artifact), "--workers", "0", timeout=60)
     assert out.returncode == 2 and "must be 1 or more" in out.stderr
+
+
+def test_serve_on_a_busy_port_says_so_and_how_to_pick_another(smoke_artifact):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = run_cli("serve", "--artifact", str(smoke_artifact), "--port", str(port), timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in out.stderr
+    assert f"make demo PORT={port + 1}" in out.stderr
+    assert "web page" not in out.stdout, "no URL is printed for a server that cannot start"

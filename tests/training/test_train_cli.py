@@ -75,8 +75,12 @@ def test_temporal_split_chooses_epoch_temperature_and_threshold_with_ema(tmp_pat
     run_dir = tmp_path / "run"
     out = subprocess.run(_train_cmd(run_dir, "--set", "data.temporal_fraction=0.2", "--set", "data.select_on=temporal",
                                     "--set", "train.ema_decay=0.9"),
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PNEUMO_PROGRESS_EVERY_S": "0"})
     assert out.returncode == 0, out.stderr
+    # not a terminal: a start-up summary and progress lines instead of bars
+    assert "pneumo train: resnet18 at 64 px on cpu (" in out.stderr and "native bf16:" in out.stderr
+    assert "images: train " in out.stderr and "temporal " in out.stderr and "steps of 16 per epoch" in out.stderr
+    assert "epoch 1/3 step 1/" in out.stderr and "img/s, epoch ends in" in out.stderr
     meta = json.loads((run_dir / "artifact" / "model.json").read_text())
     assert meta["selected_on"] == "temporal"
     assert set(meta["metrics"]) == {"temporal", "val", "test"}
