@@ -30,6 +30,7 @@ class BackgroundServer:
         self.env = {**os.environ, "PNEUMO_ARTIFACT": str(artifact), "PNEUMO_WORKERS": str(workers),
                     "PNEUMO_THREADS": str(threads), **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
+        self.log = None
         self.port = 0
         self.url = ""
 
@@ -42,7 +43,7 @@ class BackgroundServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}: {self.logs()}")
             if not self.port:
-                found = _LISTENING.search(self.logs())
+                found = _LISTENING.search(self.logs(tail=None))
                 if found:
                     self.port = int(found.group(1))
                     self.url = f"http://127.0.0.1:{self.port}"
@@ -59,10 +60,14 @@ class BackgroundServer:
         except OSError:
             return False
 
-    def logs(self) -> str:
+    def logs(self, tail: Optional[int] = 4000) -> str:
+        """The server's log so far (its last ``tail`` characters)."""
+        if self.log is None:
+            return ""
         self.log.flush()
         self.log.seek(0)
-        return self.log.read()[-4000:]
+        text = self.log.read()
+        return text[-tail:] if tail else text
 
     def worker_pids(self) -> list[int]:
         import psutil
@@ -76,4 +81,5 @@ class BackgroundServer:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()

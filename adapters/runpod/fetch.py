@@ -82,8 +82,12 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     if ip.teredo is not None:
         found.extend(ip.teredo)
     low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if any(ip in net for net in _NAT64_PREFIXES):
+    if ip in _NAT64_PREFIXES[0]:
         found.append(low)
+    elif ip in _NAT64_PREFIXES[1]:  # a /48 prefix: RFC 6052 puts the IPv4 in bits 48-87, around the u octet
+        b = ip.packed
+        # both readings, each where it holds an address (the other one reads 0.0.0.0)
+        found += [a for a in (low, ipaddress.IPv4Address(bytes([b[6], b[7], b[9], b[10]]))) if int(a)]
     if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (IPv4-compatible; :: and ::1 are themselves)
         found.append(low)
     return found

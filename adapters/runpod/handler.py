@@ -75,6 +75,8 @@ def process(raw_input: Any, predictor: Predictor, settings: RunpodSettings) -> d
         response = predictor.predict(PredictRequest(images=images, heatmap=job.heatmap, source="runpod"))
         return response.model_dump(mode="json")
     except (InputError, FetchError, PneumoError) as exc:  # each carries its own code
+        if getattr(exc, "http_status", 400) >= 500:  # a broken model or artifact: worth a log line
+            log.error("job failed: %s", exc, exc_info=exc)
         return error(exc.code, str(exc))
 
 

@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from pneumo_core.artifact.store import Artifact, build_model, load_artifact, write_artifact
+from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, load_artifact, write_artifact
 from pneumo_core.config.loader import load_config
-from pneumo_core.data.cache import decode_all
+from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import TtaView
 from pneumo_core.data.splits import assign_splits
 from pneumo_core.errors import ArtifactError, PneumoError
@@ -36,10 +36,12 @@ def _logits(model: torch.nn.Module, images: np.ndarray, prep: Preprocessing, bat
 def _compatible(arts: Sequence[Artifact]) -> None:
     first = arts[0]
     for art in arts[1:]:
+        mine, theirs = first.meta.preprocessing, art.meta.preprocessing
         for what, a, b in (("classes", first.meta.classes, art.meta.classes),
-                           ("image size", first.meta.preprocessing.image_size, art.meta.preprocessing.image_size),
-                           ("input channels", first.meta.preprocessing.in_chans, art.meta.preprocessing.in_chans),
-                           ("normalisation", first.meta.preprocessing.normalize, art.meta.preprocessing.normalize)):
+                           ("image size", mine.image_size, theirs.image_size),
+                           ("input channels", mine.in_chans, theirs.in_chans),
+                           ("normalisation", (mine.normalize, mine.mean, mine.std),
+                            (theirs.normalize, theirs.mean, theirs.std))):
             if a != b:
                 raise ArtifactError(f"{art.folder}: {what} {b} differ from {first.folder}'s {a}; an ensemble's "
                                     "members must read the same input")
@@ -58,7 +60,7 @@ def build_ensemble(members: Sequence[str | Path], out: str | Path, data_config: 
         raise PneumoError(f"{out} exists; choose a new folder for the ensemble")
     arts = [load_artifact(m) for m in members]
     _compatible(arts)
-    plugins = sorted({p for a in arts for p in a.meta.plugins})
+    plugins = sorted({p for a in arts for p in artifact_plugins(a)})  # the trust check of each member
     pm = get_plugin_manager(plugins)
     nets = [build_model(a, pm) for a in arts]
     model: torch.nn.Module = Ensemble(nets, [a.temperature for a in arts])
@@ -70,6 +72,12 @@ def build_ensemble(members: Sequence[str | Path], out: str | Path, data_config: 
     data, tc = rc.config.data, rc.config.train
     table = rc.pm.dataset(data.name).build(rc.data_params)
     splits = assign_splits(table, data.val_fraction, data.min_val_images, tc.seed, data.temporal_fraction)
+    drawn = fingerprint(splits, table.classes)
+    for art in arts:  # fitted on another split, the threshold would be fitted partly on training images
+        if art.raw.get("data", {}).get("fingerprint") != drawn:
+            raise PneumoError(f"{art.folder} was trained on other splits than {data_config} draws (data "
+                              "fingerprints differ): give the data config and --set overrides its members were "
+                              "trained with, so that the ensemble is fitted on images none of them trained on")
     prep = arts[0].meta.preprocessing.model_copy(update={"tta": tuple(tta)})
     names = [n for n in dict.fromkeys([data.select_on, "val", "temporal"]) if splits[n]]
     labels, logits = {}, {}
@@ -100,10 +108,12 @@ def build_ensemble(members: Sequence[str | Path], out: str | Path, data_config: 
                                  for a in arts]},
         "classes": list(first["classes"]), "positive_class": first["classes"][1],
         "preprocessing": prep.model_dump(mode="json"),
-        "threshold": threshold, "threshold_method": tc.threshold.method, "selected_on": select,
+        "threshold": threshold, "selected_on": select,
+        "threshold_method": tc.threshold.method if tc.threshold.method != "sensitivity"
+        else f"sensitivity>={tc.threshold.target_sensitivity}",
         "calibration": {"method": "temperature" if tc.calibrate else "none", "temperature": temperature},
         "metrics": metrics,
-        "data": {"fingerprint": first.get("data", {}).get("fingerprint", ""), "description": table.description,
+        "data": {"fingerprint": drawn, "description": table.description,
                  "counts": {k: len(v) for k, v in splits.items() if v}},
         "training": {"epochs_run": 0, "best_epoch": 0, "precision": "fp32", "device": "cpu",
                      "members": [f"{a.meta.name} {a.meta.version}" for a in arts], "history": []},

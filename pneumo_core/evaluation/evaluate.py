@@ -23,8 +23,8 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
     config's dataset; writes metrics.json, plots and report.md to ``out_dir``.
 
     ``train``, ``val`` and ``temporal`` are drawn as training drew them from the same config
-    (``temporal`` with the config's ``data.temporal_fraction``, 0.1 when that is 0); ``test`` is the
-    dataset's own test split; ``all`` every image.
+    (``temporal`` only when the config has one); ``test`` is the dataset's own test split; ``all``
+    every image.
     """
     from pneumo_core.inference import Predictor
 
@@ -37,9 +37,11 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
         samples = list(table.samples)
     else:
         data = rc.config.data
-        temporal = data.temporal_fraction or (0.1 if split == "temporal" else 0.0)
+        if split == "temporal" and not data.temporal_fraction:
+            raise PneumoError(f"{data_config} has no temporal split (data.temporal_fraction is 0): give the config "
+                              "the model was trained with; a temporal split drawn now would hold training images")
         splits = assign_splits(table, data.val_fraction, data.min_val_images, rc.config.train.seed,
-                               temporal) if split in ("train", "val", "temporal") else None
+                               data.temporal_fraction) if split in ("train", "val", "temporal") else None
         samples = splits[split] if splits else [s for s in table.samples if s.split == "test"]
     if not samples:
         raise PneumoError(f"the dataset has no '{split}' images; choose --split all or another split")

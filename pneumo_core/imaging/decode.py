@@ -279,9 +279,11 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 
 
 def _meta_syntax_and_end(data: bytes) -> tuple[str, int]:
-    """The transfer syntax UID in a Part 10 file's meta group (explicit VR little endian by the
-    standard) and the offset where the dataset starts; ("", 0) when it cannot be read."""
-    pos, syntax = 132, ""
+    """The transfer syntax UID in a file's meta group (explicit VR little endian by the standard;
+    after the preamble, or at the very start of a file without one) and the offset where the
+    dataset starts; ("", 0) when it cannot be read."""
+    pos = 132 if data[128:132] == b"DICM" else 0
+    syntax = ""
     while pos + 8 <= len(data):
         group, element = struct.unpack_from("<HH", data, pos)
         if group != 0x0002:
@@ -320,8 +322,7 @@ def _check_inflated_size(data: bytes, label: str, limits: ImageLimits) -> None:
 
 
 def _decode_dicom(data: bytes, label: str, limits: ImageLimits, forced: bool) -> DecodedImage:
-    if not forced:
-        _check_inflated_size(data, label, limits)
+    _check_inflated_size(data, label, limits)
     try:
         ds = pydicom.dcmread(BytesIO(data), force=forced)
     except Exception as e:

@@ -38,7 +38,15 @@ from pneumo_core.training.validation import loss_and_auc, predict_logits
 log = logging.getLogger("pneumo.train")
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved after SIGTERM/SIGUSR1; requeue and run again
-PROGRESS_EVERY_S = float(os.environ.get("PNEUMO_PROGRESS_EVERY_S", "60"))
+
+
+def _progress_every_s() -> float:
+    """Seconds between progress lines without a terminal (PNEUMO_PROGRESS_EVERY_S, default 60)."""
+    raw = os.environ.get("PNEUMO_PROGRESS_EVERY_S", "60")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise PneumoError(f"PNEUMO_PROGRESS_EVERY_S must be a number of seconds, not {raw!r}") from None
 
 
 def _device_summary(device: torch.device, precision: str) -> str:
@@ -47,10 +55,8 @@ def _device_summary(device: torch.device, precision: str) -> str:
         return f"{torch.cuda.get_device_name(device)}, {precision}"
     name = platform.processor() or "CPU"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
     except OSError:
         pass
     return (f"cpu ({name}, {torch.get_num_threads()} threads, native bf16: {'yes' if cpu_has_bf16() else 'no'}), "
@@ -139,6 +145,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         log.info("run already finished: %s", artifact_dir)
         return artifact_dir
     _seed_everything(tc.seed, tc.deterministic)
+    every = _progress_every_s()  # checked before any data is loaded
 
     # ---- data
     table = rc.pm.dataset(cfg.data.name).build(rc.data_params)
@@ -231,7 +238,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
                    disable=not progress, leave=False, unit="batch")
-        next_line = time.monotonic() + PROGRESS_EVERY_S  # without a progress bar (Slurm logs): a line now and then
+        next_line = time.monotonic() + every  # without a progress bar (Slurm logs): a line now and then
         for step, (x, y) in enumerate(loader, start=first):
             if step >= steps_per_epoch:
                 break
@@ -258,7 +265,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             if not progress and dinfo.is_main and time.monotonic() >= next_line:
-                next_line += PROGRESS_EVERY_S
+                next_line = time.monotonic() + every
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 left = (steps_per_epoch - step - 1) * tc.batch_size * dinfo.world_size / max(rate, 1e-9)
                 print(f"epoch {epoch + 1}/{tc.epochs} step {step + 1}/{steps_per_epoch} "

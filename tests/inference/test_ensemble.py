@@ -102,5 +102,9 @@ def test_members_that_read_different_inputs_are_refused(member, tmp_path):
     out = run_cli("ensemble", str(member), str(other), "--out", str(tmp_path / "bad"), "--data", SMOKE)
     assert out.returncode == 2 and "image size" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "bad").exists()
+    other_data = run_cli("ensemble", str(member), "--out", str(tmp_path / "b3"), "--data", SMOKE,
+                         "--set", "data.params.seed=5")
+    assert other_data.returncode == 2 and "trained on other splits" in other_data.stderr
+    assert not (tmp_path / "b3").exists()
     bad_tta = run_cli("ensemble", str(member), "--out", str(tmp_path / "b2"), "--data", SMOKE, "--tta", "0.9,0,1")
     assert bad_tta.returncode == 2 and "--tta" in bad_tta.stderr

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import base64
 import io
-import resource
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -56,11 +57,32 @@ def test_a_small_deflated_dicom_still_decodes():
 def test_deflate_bomb_is_refused_while_inflating():
     bomb = deflate_bomb(300)
     assert len(bomb) < 400_000  # 300 MB of pixel data in a few hundred kB
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ImageTooLargeError, match="inflates to more than"):
         load_image(bomb, name="bomb.dcm", limits=ImageLimits(max_bytes=20 * 1024 * 1024))
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB while refusing the bomb"
+
+
+def test_refusing_a_bomb_keeps_memory_bounded(tmp_path):
+    """Peak memory of a fresh process that refuses a 300 MB bomb, against one that only imports."""
+    (tmp_path / "bomb.dcm").write_bytes(deflate_bomb(300))
+    probe = ("import resource, sys\nfrom pneumo_core.imaging import ImageLimits, load_image\n"
+             "if sys.argv[1] == 'decode':\n"
+             "    try:\n        load_image(sys.argv[2], limits=ImageLimits(max_bytes=20 * 1024 * 1024))\n"
+             "    except Exception as exc:\n        print(type(exc).__name__, file=sys.stderr)\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    peaks = {}
+    for mode in ("import", "decode"):
+        out = subprocess.run([sys.executable, "-c", probe, mode, str(tmp_path / "bomb.dcm")], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        peaks[mode] = int(out.stdout.split()[-1]) / 1024
+    assert "ImageTooLargeError" in out.stderr
+    assert peaks["decode"] - peaks["import"] < 100, f"refusing the bomb took {peaks['decode'] - peaks['import']:.0f} MB"
+
+
+def test_a_bomb_without_the_preamble_is_refused_too():
+    headerless = deflate_bomb(300)[132:]  # pydicom reads a meta group at the very start as well
+    with pytest.raises(ImageTooLargeError, match="inflates to more than"):
+        load_image(headerless, name="bomb.dcm", limits=ImageLimits(max_bytes=5 * 1024 * 1024))
 
 
 def test_corrupt_deflate_stream_is_unreadable():

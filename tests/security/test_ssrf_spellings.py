@@ -17,7 +17,8 @@ EMBEDDED = [
     ("http://[2002:a9fe:a9fe::]/", "169.254.169.254"),
     ("http://[2002:a00:1::]/x.png", "10.0.0.1"),
     ("http://[64:ff9b::a9fe:a9fe]/", "169.254.169.254"),  # NAT64 well-known prefix
-    ("http://[64:ff9b:1::c0a8:101]/", "192.168.1.1"),  # NAT64 local-use prefix
+    ("http://[64:ff9b:1::c0a8:101]/", "192.168.1.1"),  # NAT64 local-use prefix, IPv4 in the low bits
+    ("http://[64:ff9b:1:a9fe:a9:fe00::]/", "169.254.169.254"),  # the same prefix as RFC 6052 lays out a /48
     ("http://[::ffff:7f00:1]/", "127.0.0.1"),  # IPv4-mapped, hex spelling
     ("http://[::127.0.0.1]/", "127.0.0.1"),  # IPv4-compatible
     ("http://[::a00:1]/", "10.0.0.1"),
@@ -33,7 +34,8 @@ def test_embedded_ipv4_is_judged_like_ipv4(url, inner):
 
 
 def test_metadata_stays_refused_through_any_spelling_even_with_private_allowed():
-    for url in ("http://[2002:a9fe:a9fe::]/", "http://[64:ff9b::a9fe:a9fe]/", "http://[::ffff:a9fe:a9fe]/"):
+    for url in ("http://[2002:a9fe:a9fe::]/", "http://[64:ff9b::a9fe:a9fe]/", "http://[::ffff:a9fe:a9fe]/",
+                "http://[64:ff9b:1:a9fe:a9:fe00::]/"):
         with pytest.raises(FetchError, match="metadata"):
             check_url(url, FetchPolicy(allow_private=True))
 

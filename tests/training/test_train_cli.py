@@ -110,6 +110,9 @@ def test_temporal_split_chooses_epoch_temperature_and_threshold_with_ema(tmp_pat
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["n"] == meta["metrics"]["temporal"]["n"]
     assert json.loads(evaluated.stdout)["auc"] == pytest.approx(meta["metrics"]["temporal"]["auc"], abs=0.02)
+    no_split = run_cli("evaluate", str(run_dir / "artifact"), "--data", str(REPO / "configs" / "smoke.yaml"),
+                       "--split", "temporal", "--out", str(tmp_path / "ev2"))
+    assert no_split.returncode == 2 and "has no temporal split" in no_split.stderr
 
 
 def test_sigkill_mid_run_resumes_and_finishes(tmp_path):

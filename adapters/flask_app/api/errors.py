@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import jsonify
 
+import logging
+
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from pneumo_core.errors import PneumoError
@@ -17,7 +19,10 @@ class ApiError(PneumoError):
 
 
 def pneumo_error_body(exc: PneumoError) -> tuple[dict, int]:
-    """The JSON body and status of any pneumo error: the error class carries both."""
+    """The JSON body and status of any pneumo error: the error class carries both. A server-side
+    one (5xx: a broken model or artifact) is logged with its traceback."""
+    if exc.http_status >= 500:
+        logging.getLogger("pneumo.web").error("%s answered %d", type(exc).__name__, exc.http_status, exc_info=exc)
     return {"error": exc.code, "message": str(exc)}, exc.http_status
 
 
