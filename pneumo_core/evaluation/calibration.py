@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from pneumo_core.inference.calibration import logit_margin, apply_temperature
+from pneumo_core.inference.calibration import apply_temperature, logit_margin
+
+__all__ = ["apply_temperature", "fit_temperature"]  # apply_temperature lives in inference, re-exported here
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

@@ -1,7 +1,6 @@
 """``pneumo train``: the training loop, from a resolved config to a model artifact."""
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import platform
