@@ -20,7 +20,7 @@ from pneumo_core.evaluation.calibration import apply_temperature, fit_temperatur
 from pneumo_core.evaluation.metrics import binary_metrics
 from pneumo_core.evaluation.plots import evaluation_plots
 from pneumo_core.evaluation.report import write_report
-from pneumo_core.evaluation.threshold import choose_threshold
+from pneumo_core.evaluation.threshold import choose_threshold, threshold_method_label
 from pneumo_core.artifact.ensemble import Ensemble, TestTimeAugmentation
 from pneumo_core.data.preprocess import Preprocessing, to_input
 from pneumo_core.plugin_manager import get_plugin_manager
@@ -109,8 +109,7 @@ def build_ensemble(members: Sequence[str | Path], out: str | Path, data_config: 
         "classes": list(first["classes"]), "positive_class": first["classes"][1],
         "preprocessing": prep.model_dump(mode="json"),
         "threshold": threshold, "selected_on": select,
-        "threshold_method": tc.threshold.method if tc.threshold.method != "sensitivity"
-        else f"sensitivity>={tc.threshold.target_sensitivity}",
+        "threshold_method": threshold_method_label(tc.threshold.method, tc.threshold.target_sensitivity),
         "calibration": {"method": "temperature" if tc.calibrate else "none", "temperature": temperature},
         "metrics": metrics,
         "data": {"fingerprint": drawn, "description": table.description,

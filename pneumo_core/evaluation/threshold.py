@@ -41,3 +41,8 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "youden",
         i = int(np.argmax(tpr >= target_sensitivity))
         return _middle(lows[i], thr[i])
     raise ValueError(f"unknown threshold method {method!r}")
+
+
+def threshold_method_label(method: str, target_sensitivity: float) -> str:
+    """How model.json names a threshold rule: ``youden``, ``fixed`` or ``sensitivity>=S``."""
+    return f"sensitivity>={target_sensitivity}" if method == "sensitivity" else method

@@ -16,6 +16,7 @@ from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.evaluation import apply_temperature, binary_metrics, choose_threshold, fit_temperature
 from pneumo_core.evaluation.plots import evaluation_plots, learning_curves
 from pneumo_core.evaluation.report import write_report
+from pneumo_core.evaluation.threshold import threshold_method_label
 from pneumo_core.training.validation import predict_logits
 
 
@@ -71,8 +72,7 @@ def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Pre
         "preprocessing": prep.model_dump(),
         "threshold": threshold,
         "selected_on": select,
-        "threshold_method": tc.threshold.method if tc.threshold.method != "sensitivity"
-        else f"sensitivity>={tc.threshold.target_sensitivity}",
+        "threshold_method": threshold_method_label(tc.threshold.method, tc.threshold.target_sensitivity),
         "calibration": {"method": "temperature" if tc.calibrate else "none", "temperature": temperature},
         "metrics": metrics,
         "data": {"fingerprint": data_fp, "description": table.description,
