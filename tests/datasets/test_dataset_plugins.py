@@ -89,13 +89,18 @@ def test_imagefolder_errors(tmp_path, kermany_tree):
         sample.load()
 
 
-def test_csv_manifest(tmp_path):
+def _csv_table(tmp_path, rows: str):
+    """Four generated images under imgs/ and a manifest ``m.csv`` of ``rows``; return (manifest, table)."""
     for i in range(4):
         _jpeg(tmp_path / "imgs" / f"{i}.png", i)
     manifest = tmp_path / "m.csv"
-    manifest.write_text("path,label,patient,split\nimgs/0.png,NORMAL,p1,train\nimgs/1.png,PNEUMONIA,p1,train\n"
-                        "imgs/2.png,PNEUMONIA,p2,\nimgs/3.png,NORMAL,,test\n")
-    table = _table({"name": "csv", "params": {"path": str(manifest)}})
+    manifest.write_text(rows)
+    return manifest, _table({"name": "csv", "params": {"path": str(manifest)}})
+
+
+def test_csv_manifest(tmp_path):
+    manifest, table = _csv_table(tmp_path, "path,label,patient,split\nimgs/0.png,NORMAL,p1,train\n"
+                                 "imgs/1.png,PNEUMONIA,p1,train\nimgs/2.png,PNEUMONIA,p2,\nimgs/3.png,NORMAL,,test\n")
     assert table.classes == ("NORMAL", "PNEUMONIA")
     assert [s.group for s in table.samples] == ["p1", "p1", "p2", "3"]
     assert [s.split for s in table.samples] == ["train", "train", None, "test"]
@@ -170,12 +175,8 @@ def test_temporal_split_needs_an_order(tmp_path):
 
 
 def test_csv_order_columns(tmp_path):
-    for i in range(4):
-        _jpeg(tmp_path / "imgs" / f"{i}.png", i)
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("path,label,series,order\nimgs/0.png,NORMAL,siteA,20240105\nimgs/1.png,PNEUMONIA,,3\n"
-                        "imgs/2.png,PNEUMONIA,siteB,\nimgs/3.png,NORMAL,,\n")
-    table = _table({"name": "csv", "params": {"path": str(manifest)}})
+    manifest, table = _csv_table(tmp_path, "path,label,series,order\nimgs/0.png,NORMAL,siteA,20240105\n"
+                                 "imgs/1.png,PNEUMONIA,,3\nimgs/2.png,PNEUMONIA,siteB,\nimgs/3.png,NORMAL,,\n")
     assert [s.order for s in table.samples] == [("siteA", 20240105.0), ("", 3.0), None, None]
     manifest.write_text("path,label,order\nimgs/0.png,NORMAL,soon\n")
     with pytest.raises(PluginError, match=r"m.csv:2: order 'soon' is not a number"):
