@@ -1,24 +1,20 @@
 """Application factory: ``create_app(settings, predictor)`` builds the same app for tests and gunicorn."""
 from __future__ import annotations
 
-import logging
 import time
 from typing import Optional
 
 from flask import Flask, Response, g, render_template, request
-from werkzeug.exceptions import HTTPException
 
 from adapters.flask_app.api import make_blueprint
-from adapters.flask_app.api.errors import error_response, http_error_body, http_error_headers, pneumo_error_body
+from adapters.flask_app.api.errors import error_body, error_response
 from adapters.flask_app.auth import is_authorized
 from adapters.flask_app.metrics import LATENCY, REQUESTS, exposition, method_label
 from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
-from pneumo_core.errors import PneumoError
 from pneumo_core.config.serving import image_limits
 from pneumo_core.inference import Predictor
 
-log = logging.getLogger("pneumo.web")
 _OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json", "/swaggerui/")
 
 
@@ -57,21 +53,12 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
-    @app.errorhandler(PneumoError)
-    def _pneumo_error(exc: PneumoError):
-        body, status = pneumo_error_body(exc)
-        return error_response(status, body["error"], body["message"])
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        resp = error_response(exc.code or 500, *http_error_body(exc, settings))
-        resp.headers.update(http_error_headers(exc))
-        return resp
-
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unhandled error on %s", request.path)
-        return error_response(500, "internal_error", "the server failed on this request; it has been logged")
+    def _error(exc: Exception):
+        body, status, headers = error_body(exc, settings)
+        resp = error_response(status, body["error"], body["message"])
+        resp.headers.update(headers)
+        return resp
 
     @app.get("/")
     def index():

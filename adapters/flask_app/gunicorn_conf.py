@@ -1,6 +1,7 @@
 """gunicorn settings for pneumo (``gunicorn -c python:adapters.flask_app.gunicorn_conf``).
 
-Environment overrides: PNEUMO_WORKERS, PNEUMO_THREADS, PNEUMO_BIND, PNEUMO_TIMEOUT.
+Environment overrides: PNEUMO_WORKERS, PNEUMO_THREADS, PNEUMO_BIND, PNEUMO_TIMEOUT, and the
+slow-client limits PNEUMO_CLIENT_IDLE_S and PNEUMO_REQUEST_READ_S (see ``slow_clients.py``).
 No preload: each worker loads the model itself after the fork (safe with torch threads).
 """
 import os
@@ -9,7 +10,7 @@ import tempfile
 bind = os.environ.get("PNEUMO_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
 threads = int(os.environ.get("PNEUMO_THREADS", "4"))
-worker_class = "gthread"
+worker_class = "adapters.flask_app.slow_clients.GuardedThreadWorker"  # gthread + read timeouts
 timeout = int(os.environ.get("PNEUMO_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5

@@ -1,15 +1,10 @@
 """REST API v1: a Flask-RESTX blueprint with Swagger UI at /api/v1/docs."""
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, current_app
 from flask_restx import Api
-from werkzeug.exceptions import HTTPException
 
-from pneumo_core.errors import PneumoError
-
-from adapters.flask_app.api.errors import http_error_body, http_error_headers, pneumo_error_body
+from adapters.flask_app.api.errors import error_body
 
 from adapters.flask_app.api.health import ns as health_ns
 from adapters.flask_app.api.models import ns as models_ns
@@ -27,19 +22,9 @@ def make_blueprint() -> Blueprint:
     for ns in (predict_ns, models_ns, health_ns):
         api.add_namespace(ns)
 
-    # Errors raised inside resources go through Flask-RESTX; give them the same JSON shape.
-    @api.errorhandler(PneumoError)
-    def _pneumo_error(exc: PneumoError):
-        return pneumo_error_body(exc)
-
-    @api.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        code, message = http_error_body(exc, current_app.config["PNEUMO_SETTINGS"])
-        return {"error": code, "message": message}, exc.code, http_error_headers(exc)
-
+    # Errors raised inside resources go through Flask-RESTX: the same answer as the app's.
     @api.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        logging.getLogger("pneumo.web").exception("unhandled error in the API")
-        return {"error": "internal_error", "message": "the server failed on this request; it has been logged"}, 500
+    def _error(exc: Exception):
+        return error_body(exc, current_app.config["PNEUMO_SETTINGS"])
 
     return bp
