@@ -11,14 +11,26 @@ from pneumo_core.errors import PneumoError
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
+            text = fh.read()
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return "", frozenset()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_info()[1])
+
+
+def cpu_has_vnni() -> bool:
+    """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_info()[1])
 
 
 def pick_device(choice: str) -> torch.device:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# On-demand ONNX exports (--backend auto) go to one folder per test session, not ~/.cache.
+os.environ.setdefault("PNEUMO_CACHE_DIR", tempfile.mkdtemp(prefix="pneumo-test-cache-"))
 
 from harness import REPO
 

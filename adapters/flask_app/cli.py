@@ -12,6 +12,7 @@ from pathlib import Path
 
 from adapters.flask_app.background import gunicorn_command
 from pneumo_core.cli.argtypes import positive_int
+from pneumo_core.config.schema import BACKENDS
 
 
 def _artifact_problem(artifact: str, backend: str) -> str | None:
@@ -23,7 +24,7 @@ def _artifact_problem(artifact: str, backend: str) -> str | None:
 
     try:
         load_artifact(artifact)
-        if backend in ONNX_FILES:
+        if backend == "onnx-int8":  # the others need no file the artifact lacks
             require_onnx_file(Path(artifact) / ONNX_FILES[backend])
     except PneumoError as exc:
         return str(exc)
@@ -82,8 +83,10 @@ def add_cli(sub) -> None:
     p.add_argument("--artifact", default=os.environ.get("PNEUMO_ARTIFACT", BUNDLED_ARTIFACT),
                    help="model artifact folder (default: $PNEUMO_ARTIFACT or the bundled model)")
     p.add_argument("--config", help="config whose serve section sets limits and auth")
-    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="inference backend; onnx ones need `pneumo export` first (default: torch)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): the fastest backend that matches torch fp32 on this machine, measured "
+                        "at start-up; onnx and openvino export the model on demand; onnx-int8 needs "
+                        "`pneumo export --format onnx-int8` first")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=positive_int, help="gunicorn worker processes, each with its own model "

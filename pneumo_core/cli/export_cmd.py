@@ -23,7 +23,7 @@ def _run(args) -> int:
         inputs = calibration_batches(Path(args.calibration), prep)
         if not (Path(args.artifact) / "model.onnx").is_file():
             export_onnx(args.artifact)
-        out, drift = quantize_int8(args.artifact, inputs)
+        out, drift = quantize_int8(args.artifact, inputs, max_drift=args.max_drift)
         print(out)
         print(f"int8 vs fp32 on {len(inputs)} calibration images: largest probability change {drift:.4f}")
         return 0
@@ -43,4 +43,7 @@ def add_cli(sub) -> None:
                         "images; fp16: copy with float16 weights to --out")
     p.add_argument("--calibration", help="folder of images for int8 calibration (searched recursively)")
     p.add_argument("--out", help="destination folder for --format fp16")
+    p.add_argument("--max-drift", type=float, default=0.02,
+                   help="onnx-int8: refuse to write the model when a calibrated probability moves more than this "
+                        "against fp32 on the calibration images (default 0.02)")
     p.set_defaults(handler=_run)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from pneumo_core.cli.argtypes import positive_int
+from pneumo_core.config.schema import BACKENDS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
 
@@ -123,7 +124,8 @@ def _run(args) -> int:
         response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         print(response.model_dump_json(indent=2))
-    print(f"model {info.name} {info.version}, threshold {info.threshold:.4f}: {len(results)} classified"
+    print(f"model {info.name} {info.version} on {info.backend} ({predictor.backend_selection.reason}), "
+          f"threshold {info.threshold:.4f}: {len(results)} classified"
           + (f", {len(errors)} failed" if errors else ""), file=sys.stderr)
     return 2 if errors else 0
 
@@ -133,7 +135,8 @@ def add_cli(sub) -> None:
     p.add_argument("artifact", help="model artifact folder, e.g. models/pneumo-resnet18-kermany")
     p.add_argument("images", nargs="+", help="JPEG, PNG or DICOM files, or folders of them")
     p.add_argument("--json", action="store_true", help="print the shared response schema as JSON")
-    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): the fastest backend that matches torch fp32 on this machine")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.set_defaults(handler=_run)

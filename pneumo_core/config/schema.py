@@ -1,9 +1,15 @@
 """The experiment config: one pydantic model, loaded from YAML (see ``config.loader``)."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+# Inference backends (``pneumo_core.inference.backends`` says what each is): the one list that the
+# config, the CLIs and both adapters accept.
+Backend = Literal["auto", "torch", "onnx", "openvino", "onnx-int8"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class _Section(BaseModel):
@@ -89,7 +95,8 @@ class ServeSection(_Section):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     threads: int = Field(4, ge=1)
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Backend = Field("auto", description="auto measures the others at load and keeps the fastest "
+                             "whose probabilities match torch fp32.")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_upload_mb: float = Field(20, gt=0, description="Largest image file.")
     max_request_mb: float = Field(50, gt=0, description="Largest request body (all files together).")

@@ -6,7 +6,7 @@ Environment (each overrides the ``serve`` key named after it):
 =======================  ==================  ===============================================
 variable                 ``serve`` key       meaning
 =======================  ==================  ===============================================
-PNEUMO_BACKEND           backend             torch, onnx or onnx-int8
+PNEUMO_BACKEND           backend             auto (default), torch, onnx, openvino, onnx-int8
 PNEUMO_PRECISION         precision           auto, fp32 or bf16 (torch backend)
 PNEUMO_MAX_IMAGE_MB      max_upload_mb       largest image file (uploaded, base64 or fetched)
 PNEUMO_MAX_REQUEST_MB    max_request_mb      largest REST request body, all files together

@@ -18,7 +18,7 @@ from pneumo_core.evaluation.report import metrics_table
 
 def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: str = "test",
                       out_dir: Optional[Path] = None, overrides: Sequence[str] = (),
-                      bootstrap: int = 1000) -> dict:
+                      bootstrap: int = 1000, backend: str = "auto") -> dict:
     """Metrics (AUC with 95% CI, accuracy, sensitivity, ...) of the artifact on ``split`` of the
     config's dataset; writes metrics.json, plots and report.md to ``out_dir``.
 
@@ -28,7 +28,7 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
     """
     from pneumo_core.inference import Predictor
 
-    predictor = Predictor(artifact_dir, batching=False, warmup=False)
+    predictor = Predictor(artifact_dir, backend=backend, batching=False, warmup=False)
     rc = load_config(data_config, overrides, pm=predictor.pm)
     table = rc.pm.dataset(rc.config.data.name).build(rc.data_params)
     if list(table.classes) != list(predictor.info.classes):

@@ -17,11 +17,13 @@ from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
 from pneumo_core.errors import ModelOutputError
-from pneumo_core.inference.backends import OnnxBackend, TorchBackend
+from pneumo_core.inference.backend_choice import choose_backend, warn_if_emulated_bf16
+from pneumo_core.inference.backends import BACKENDS, OnnxBackend, OpenVinoBackend, TorchBackend
+from pneumo_core.inference.onnx_export import onnx_model_for
 from pneumo_core.inference.batcher import MicroBatcher
 from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
 from pneumo_core.inference.quality import quality_warnings
-from pneumo_core.inference.schema import ImageResult, ModelInfo, PredictRequest, PredictResponse
+from pneumo_core.inference.schema import BackendSelection, ImageResult, ModelInfo, PredictRequest, PredictResponse
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
 
 log = logging.getLogger("pneumo.predictor")
@@ -30,16 +32,17 @@ T = TypeVar("T")
 
 class Predictor:
     """Loads an artifact once; ``predict(request)`` decodes, checks, batches, calibrates and
-    thresholds, firing the deployment hooks around it.
+    thresholds, firing the deployment hooks around it. ``backend`` is one of ``BACKENDS``;
+    ``auto`` measures them here (``backend_choice``); ``backend_selection`` records the choice.
 
     Thread-safe. With ``batching`` (the default) every model operation, loading included, runs on
     one compute thread that merges concurrent requests; ``close()`` stops it."""
 
-    def __init__(self, artifact_dir: str | Path, backend: str = "torch", precision: str = "auto",
+    def __init__(self, artifact_dir: str | Path, backend: str = "auto", precision: str = "auto",
                  limits: ImageLimits = ImageLimits(), pm: Optional[PneumoPluginManager] = None,
                  batching: bool = True, max_batch: int = 16, warmup: bool = True) -> None:
-        if backend not in ("torch", "onnx", "onnx-int8"):
-            raise ValueError(f"backend must be torch, onnx or onnx-int8, not {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.limits = limits
         self._cam: Optional[GradCamRenderer] = None
         self._cam_lock = threading.Lock()
@@ -65,10 +68,20 @@ class Predictor:
         self.artifact: Artifact = load_artifact(artifact_dir)
         self.pm = pm or get_plugin_manager(artifact_plugins(self.artifact))
         self.model = build_model(self.artifact, self.pm)
+        given = "given explicitly"
+        if backend == "auto":
+            self.backend, self.backend_selection = choose_backend(self.artifact, self.model)
+            return
         if backend == "torch":
             self.backend = TorchBackend(self.model, precision)
-        else:
+            if self.backend.precision == "bf16":
+                given = warn_if_emulated_bf16(self.model, self.artifact) or given
+        elif backend == "onnx-int8":
             self.backend = OnnxBackend(self.artifact.folder / ONNX_FILES[backend], name=backend)
+        else:
+            path = onnx_model_for(self.artifact, self.model)
+            self.backend = OnnxBackend(path) if backend == "onnx" else OpenVinoBackend(path)
+        self.backend_selection = BackendSelection(chosen=self.backend.name, reason=given)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return self.backend(batch)

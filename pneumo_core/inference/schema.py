@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,7 +42,28 @@ class ModelInfo(BaseModel):
     threshold: float = Field(description="Operating threshold on P(positive class).")
     classes: list[str]
     positive_class: str
-    backend: str = Field(description="torch-fp32, torch-bf16 or onnx.")
+    backend: str = Field(description="The backend that answered: torch-fp32, torch-bf16, torch-cuda-fp16, "
+                                     "torch-cuda-bf16, onnx, openvino or onnx-int8.", examples=["onnx"])
+
+
+class BackendCandidate(BaseModel):
+    """One backend measured by ``--backend auto``."""
+
+    name: str
+    status: Literal["chosen", "accurate", "inaccurate", "unavailable"]
+    p50_ms: Optional[float] = Field(None, description="Median latency of one image on this machine, ms.")
+    max_prob_change: Optional[float] = Field(None, description="Largest calibrated-probability change "
+                                             "against torch fp32 on the reference inputs.")
+    note: str = ""
+
+
+class BackendSelection(BaseModel):
+    """How the serving backend was chosen (``--backend auto``) or that it was given."""
+
+    chosen: str
+    reason: str
+    tolerance: Optional[float] = Field(None, description="Largest probability change accepted.")
+    candidates: list[BackendCandidate] = Field(default_factory=list)
 
 
 class ImageResult(BaseModel):

@@ -23,7 +23,7 @@ from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.data.splits import assign_splits
-from pneumo_core.device import autocast, cpu_has_bf16, pick_device, pick_precision
+from pneumo_core.device import autocast, cpu_has_bf16, cpu_info, pick_device, pick_precision
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import RunInfo
 from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
@@ -52,12 +52,7 @@ def _device_summary(device: torch.device, precision: str) -> str:
     """e.g. "cpu (AMD EPYC, 2 threads, native bf16: yes), bf16"."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, {precision}"
-    name = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
+    name = cpu_info()[0] or platform.processor() or "CPU"
     return (f"cpu ({name}, {torch.get_num_threads()} threads, native bf16: {'yes' if cpu_has_bf16() else 'no'}), "
             f"{precision}")
 

@@ -79,7 +79,7 @@ def test_ensemble_with_test_time_views_serves_the_same_in_torch_and_onnx(member,
     onnx_p, _ = _probs(ens, images, backend="onnx")
     np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
     # Grad-CAM averages the members' maps; the CLI serves the same artifact
-    predictor = Predictor(ens, precision="fp32", batching=False, warmup=False)
+    predictor = Predictor(ens, backend="torch", precision="fp32", batching=False, warmup=False)
     heat = predictor.predict(PredictRequest(images=[InputImage(name="x.png", data=images[0])], heatmap=True))
     assert heat.results[0].heatmap_png_base64
     (tmp_path / "x.png").write_bytes(images[0])

@@ -177,7 +177,7 @@ def test_settings_from_env(tmp_path, monkeypatch):
     for env, message in [({"PNEUMO_MAX_IMAGE_MB": "big"}, "PNEUMO_MAX_IMAGE_MB must be a number"),
                          ({"PNEUMO_MAX_IMAGE_MB": "-1"}, "PNEUMO_MAX_IMAGE_MB='-1': Input should be greater than 0"),
                          ({"PNEUMO_MAX_IMAGES": "0"}, "PNEUMO_MAX_IMAGES='0': Input should be greater than or equal to 1"),
-                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND='tf': Input should be 'torch', 'onnx' or 'onnx-int8'"),
+                         ({"PNEUMO_BACKEND": "tf"}, "PNEUMO_BACKEND='tf': Input should be 'auto', 'torch', 'onnx', 'openvino' or 'onnx-int8'"),
                          ({"PNEUMO_ALLOW_PRIVATE_URLS": "sure"}, "PNEUMO_ALLOW_PRIVATE_URLS must be 1 or 0")]:
         with pytest.raises((ValueError, ConfigError), match=message):
             RunpodSettings.from_env(env)

@@ -130,6 +130,9 @@ def test_models_health_ready(client):
     m = models[0]
     assert m["name"] == "smoke" and m["classes"] == ["NORMAL", "PNEUMONIA"]
     assert "val" in m["metrics"] and "auc" in m["metrics"]["val"] and 0 < m["threshold"] < 1
+    sel = m["backend_selection"]  # what the server chose, and why
+    assert sel["chosen"] == m["backend"] and sel["reason"]
+    assert all({"name", "status", "p50_ms", "max_prob_change", "note"} <= set(c) for c in sel["candidates"])
     assert client.get("/api/v1/health").json == {"status": "ok"}
 
 

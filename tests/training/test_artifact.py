@@ -102,7 +102,7 @@ def test_fp16_repack_predicts_like_the_original(smoke_artifact, phantom_png, tmp
     from pneumo_core.inference import InputImage, PredictRequest, Predictor
 
     req = PredictRequest(images=[InputImage(name="x.png", data=phantom_png)])
-    a = Predictor(smoke_artifact, precision="fp32").predict(req).results[0].probability
-    b = Predictor(tmp_path / "fp16", precision="fp32").predict(req).results[0].probability
+    a = Predictor(smoke_artifact, backend="torch", precision="fp32").predict(req).results[0].probability
+    b = Predictor(tmp_path / "fp16", backend="torch", precision="fp32").predict(req).results[0].probability
     assert np.isclose(a, b, atol=0.01)
     assert run_cli("export", str(smoke_artifact), "--format", "fp16").returncode == 2

@@ -24,5 +24,6 @@ class Models(Resource):
         raw = predictor.artifact.raw
         entry = {k: raw[k] for k in _KEYS if k in raw}
         entry["backend"] = predictor.info.backend
+        entry["backend_selection"] = predictor.backend_selection.model_dump()
         entry["data"] = {k: v for k, v in raw.get("data", {}).items() if k != "fingerprint"}
         return {"models": [entry]}
