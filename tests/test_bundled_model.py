@@ -20,6 +20,8 @@ def test_bundled_artifact_is_intact_and_meets_the_validation_target():
     assert art.raw["data"]["counts"]["val"] > 400 and "test" not in art.raw["metrics"], \
         "trained on the train split only; the official test split is held out"
     assert (BUNDLED / "report.md").read_text().count("Not for clinical use") == 1
+    ood = art.raw["ood"]  # its out-of-distribution profile flags few of its own validation X-rays
+    assert ood["fitted_on"]["train"] > 4000 and max(ood["flagged_fraction"].values()) <= 0.03
 
 
 def test_predict_cli_on_the_bundled_model(phantom_png, tmp_path):
@@ -30,6 +32,7 @@ def test_predict_cli_on_the_bundled_model(phantom_png, tmp_path):
     body = json.loads(out.stdout)
     assert body["model"]["name"] == "pneumo-resnet18-kermany"
     assert body["results"][0]["label"] in ("NORMAL", "PNEUMONIA")
+    assert isinstance(body["results"][0]["out_of_distribution"], bool), "the bundled model has an OOD profile"
 
 
 @pytest.mark.parametrize("config", ["default.yaml", "kermany_resnet18.yaml"])

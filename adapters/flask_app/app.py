@@ -23,7 +23,8 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     settings = settings or Settings.from_env()
     if predictor is None:
         predictor = Predictor(settings.artifact, backend=settings.serve.backend,
-                              precision=settings.serve.precision, limits=image_limits(settings.serve))
+                              precision=settings.serve.precision, limits=image_limits(settings.serve),
+                              ood_policy=settings.serve.ood_policy)
     app = Flask(__name__)
     app.request_class = PneumoRequest
     # Body limit: the request limit plus room for the multipart envelope of the files. A request

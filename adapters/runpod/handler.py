@@ -59,7 +59,8 @@ def get_predictor() -> Predictor:
     with _lock:
         if _predictor is None:
             _predictor = Predictor(settings.artifact, backend=settings.serve.backend,
-                                   precision=settings.serve.precision, limits=settings.limits)
+                                   precision=settings.serve.precision, limits=settings.limits,
+                                   ood_policy=settings.serve.ood_policy)
         return _predictor
 
 

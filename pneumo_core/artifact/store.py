@@ -19,11 +19,12 @@ from pneumo_core.artifact.ensemble import Ensemble, TestTimeAugmentation, unwrap
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import ArtifactError
 from pneumo_core.hashing import sha256_file
+from pneumo_core.ood.profile import OOD_FILE, OodProfile
 
 FORMAT = "pneumo-artifact/1"
 WEIGHTS, META, SUMS = "model.safetensors", "model.json", "SHA256SUMS"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # backend -> file in the artifact
-LOADED_FILES = (WEIGHTS, META, *ONNX_FILES.values())  # what loading may read: each must be checksummed
+LOADED_FILES = (WEIGHTS, META, *ONNX_FILES.values(), OOD_FILE)  # what loading may read: each must be checksummed
 
 
 class ModelRef(BaseModel):
@@ -174,6 +175,18 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
         raise ArtifactError(f"{folder / WEIGHTS}: non-finite weights (NaN or infinity) in {', '.join(bad[:5])}"
                             f"{' ...' if len(bad) > 5 else ''}; retrain or re-copy the artifact")
     return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def load_ood(artifact: Artifact) -> Optional[OodProfile]:
+    """The artifact's out-of-distribution profile (checksummed with it), or None without one."""
+    path = artifact.folder / OOD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return OodProfile.load(path)
+    except Exception as exc:  # safetensors or shape errors: one clear message
+        raise ArtifactError(f"{path}: unreadable out-of-distribution profile ({exc}); refit it with "
+                            f"`pneumo ood fit {artifact.folder} --data CONFIG`") from None
 
 
 def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype = torch.float16) -> Path:

@@ -39,7 +39,7 @@ def expand_inputs(names: list[str]) -> tuple[list[Path], list[str]]:
 def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) -> list:
     """Results for ``paths`` as one request; on a bad file, one request per file to isolate it."""
     from pneumo_core.imaging import ImageError
-    from pneumo_core.inference import InputImage, PredictionRejected, PredictRequest
+    from pneumo_core.inference import InputImage, OutOfDistributionError, PredictionRejected, PredictRequest
 
     def request(group: list[Path]):
         images = [InputImage(name=str(p), data=p.read_bytes()) for p in group]
@@ -47,7 +47,7 @@ def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) ->
 
     try:
         return request(paths)
-    except (ImageError, PredictionRejected, OSError) as exc:
+    except (ImageError, PredictionRejected, OutOfDistributionError, OSError) as exc:
         if len(paths) == 1:
             errors.append(f"{paths[0]}: {_reason(exc)}")
             return []
@@ -93,7 +93,7 @@ def _run(args) -> int:
         except OSError as exc:
             print(f"error: --heatmap-dir {heatmap_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-    predictor = Predictor(args.artifact, backend=args.backend, batching=False)
+    predictor = Predictor(args.artifact, backend=args.backend, batching=False, ood_policy=args.ood_policy)
     written: set[str] = set()
     t0 = time.perf_counter()
     width = max(len(str(p)) for p in paths)
@@ -138,5 +138,7 @@ def add_cli(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto (default): the fastest backend that matches torch fp32 on this machine")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
+    p.add_argument("--ood-policy", choices=["flag", "reject"], default="flag",
+                   help="an image unlike the training X-rays: flag it (default) or skip it as an error")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.set_defaults(handler=_run)

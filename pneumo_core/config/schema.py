@@ -98,6 +98,8 @@ class ServeSection(_Section):
     backend: Backend = Field("auto", description="auto measures the others at load and keeps the fastest "
                              "whose probabilities match torch fp32.")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    ood_policy: Literal["flag", "reject"] = Field("flag", description="An image unlike the training X-rays: "
+                                                  "flag it in the result, or reject the request (422).")
     max_upload_mb: float = Field(20, gt=0, description="Largest image file.")
     max_request_mb: float = Field(50, gt=0, description="Largest request body (all files together).")
     max_pixels: int = Field(40_000_000, gt=0)

@@ -8,6 +8,7 @@ variable                 ``serve`` key       meaning
 =======================  ==================  ===============================================
 PNEUMO_BACKEND           backend             auto (default), torch, onnx, openvino, onnx-int8
 PNEUMO_PRECISION         precision           auto, fp32 or bf16 (torch backend)
+PNEUMO_OOD_POLICY        ood_policy          flag (default) or reject out-of-distribution images
 PNEUMO_MAX_IMAGE_MB      max_upload_mb       largest image file (uploaded, base64 or fetched)
 PNEUMO_MAX_REQUEST_MB    max_request_mb      largest REST request body, all files together
 PNEUMO_MAX_PIXELS        max_pixels          largest width x height of one image
@@ -29,6 +30,7 @@ from pneumo_core.imaging import ImageLimits
 ENV_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PNEUMO_BACKEND": ("backend", str),
     "PNEUMO_PRECISION": ("precision", str),
+    "PNEUMO_OOD_POLICY": ("ood_policy", str),
     "PNEUMO_MAX_UPLOAD_MB": ("max_upload_mb", float),  # old name, read first so the new one wins
     "PNEUMO_MAX_IMAGE_MB": ("max_upload_mb", float),
     "PNEUMO_MAX_REQUEST_MB": ("max_request_mb", float),

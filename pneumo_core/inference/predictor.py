@@ -12,7 +12,8 @@ from typing import Callable, Optional, TypeVar
 import numpy as np
 
 from pneumo_core.artifact.ensemble import unwrap_tta
-from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, cam_layers, load_artifact
+from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, cam_layers, load_artifact, \
+    load_ood
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
@@ -23,7 +24,8 @@ from pneumo_core.inference.onnx_export import onnx_model_for
 from pneumo_core.inference.batcher import MicroBatcher
 from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
 from pneumo_core.inference.quality import quality_warnings
-from pneumo_core.inference.schema import BackendSelection, ImageResult, ModelInfo, PredictRequest, PredictResponse
+from pneumo_core.inference.schema import BackendSelection, ImageResult, ModelInfo, OutOfDistributionError, \
+    PredictRequest, PredictResponse
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
 
 log = logging.getLogger("pneumo.predictor")
@@ -40,10 +42,12 @@ class Predictor:
 
     def __init__(self, artifact_dir: str | Path, backend: str = "auto", precision: str = "auto",
                  limits: ImageLimits = ImageLimits(), pm: Optional[PneumoPluginManager] = None,
-                 batching: bool = True, max_batch: int = 16, warmup: bool = True) -> None:
+                 batching: bool = True, max_batch: int = 16, warmup: bool = True, ood_policy: str = "flag") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        self.limits = limits
+        if ood_policy not in ("flag", "reject"):
+            raise ValueError(f"ood_policy must be flag or reject, not {ood_policy!r}")
+        self.limits, self.ood_policy = limits, ood_policy
         self._cam: Optional[GradCamRenderer] = None
         self._cam_lock = threading.Lock()
         # With batching, all tensor work, loading included, runs on the batcher's compute thread
@@ -66,6 +70,7 @@ class Predictor:
     def _load(self, artifact_dir: str | Path, backend: str, precision: str,
               pm: Optional[PneumoPluginManager]) -> None:
         self.artifact: Artifact = load_artifact(artifact_dir)
+        self.ood = load_ood(self.artifact)
         self.pm = pm or get_plugin_manager(artifact_plugins(self.artifact))
         self.model = build_model(self.artifact, self.pm)
         given = "given explicitly"
@@ -157,17 +162,31 @@ class Predictor:
         self.pm.hook.pneumo_before_predict(request=request)
         decoded = [self.decode(img.data, img.name) for img in request.images]
         resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
+        ood = [self.ood.score(r) for r in resized] if self.ood else [None] * len(resized)
+        if self.ood_policy == "reject":
+            foreign = [img.name for img, s in zip(request.images, ood) if s is not None and self.ood.flagged(s)]
+            if foreign:
+                raise OutOfDistributionError(
+                    f"{', '.join(foreign)}: not like the chest X-rays this model was trained on (more unusual than "
+                    f"{self.ood.flag_percentile:g}% of its validation X-rays), so it is not classified. Send a "
+                    "frontal chest radiograph; the server refuses such images (serve.ood_policy: reject).")
         inputs = [to_input(r, self.prep) for r in resized]
         batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one image: a view, no copy
         probs = self.probabilities(batch)
         classes, thr = self.info.classes, self.info.threshold
         results = []
-        for i, (img, d, p) in enumerate(zip(request.images, decoded, probs)):
+        for i, (img, d, p, score) in enumerate(zip(request.images, decoded, probs, ood)):
             p = float(p)
+            flagged = None if score is None else self.ood.flagged(score)
+            warnings = quality_warnings(d, self.prep.image_size)
+            if flagged:
+                warnings.insert(0, f"out of distribution: unlike the chest X-rays this model was trained on (more "
+                                   f"unusual than {score:.1f}% of its validation X-rays); the probability is not "
+                                   "reliable")
             results.append(ImageResult(
                 name=img.name, label=classes[1] if p >= thr else classes[0], probability=p,
-                probabilities={classes[0]: 1 - p, classes[1]: p}, threshold=thr,
-                warnings=quality_warnings(d, self.prep.image_size),
+                probabilities={classes[0]: 1 - p, classes[1]: p}, threshold=thr, warnings=warnings,
+                out_of_distribution=flagged, ood_score=None if score is None else round(score, 1),
                 heatmap_png_base64=base64.b64encode(self.heatmap_png(resized[i], batch[i])).decode()
                 if request.heatmap else None))
         response = PredictResponse(request_id=request.request_id, model=self.info, results=results,

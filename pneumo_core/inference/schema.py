@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pneumo_core.errors import PneumoError
 
 
+class OutOfDistributionError(PneumoError):
+    """An image unlike the training X-rays, refused under ``serve.ood_policy: reject``."""
+
+    code = "out_of_distribution"
+    http_status = 422
+
+
 class PredictionRejected(PneumoError):
     """Raised by a ``pneumo_before_predict`` hook to refuse a request; adapters answer 403."""
 
@@ -72,7 +79,15 @@ class ImageResult(BaseModel):
     probability: float = Field(description="Calibrated probability of the positive class.", examples=[0.93])
     probabilities: dict[str, float] = Field(description="Calibrated probability per class.")
     threshold: float
-    warnings: list[str] = Field(default_factory=list, description="Input-quality warnings.")
+    warnings: list[str] = Field(default_factory=list, description="Input-quality and out-of-distribution "
+                                "warnings.")
+    out_of_distribution: Optional[bool] = Field(None, description="True when the image is unlike the chest "
+                                                "X-rays the model was trained on: its probability is not reliable. "
+                                                "None when the model has no out-of-distribution profile.")
+    ood_score: Optional[float] = Field(None, ge=0, le=100, description="Percentile of the image's distance from the "
+                                       "training X-rays among held-out validation X-rays (99.9: more unusual "
+                                       "than 99.9% of them); flagged above the profile's percentile (99.5).",
+                                       examples=[42.0])
     heatmap_png_base64: Optional[str] = Field(None, description="Grad-CAM overlay as base64 PNG.")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pneumo_core.artifact.store import write_artifact
+from pneumo_core.evaluation.ood_fit import write_profile
 from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.evaluation import apply_temperature, binary_metrics, choose_threshold, fit_temperature
@@ -35,11 +36,12 @@ def library_versions() -> dict[str, str]:
 def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Preprocessing,
              device: torch.device, precision: str, val_sets: dict[str, tuple[np.ndarray, np.ndarray]],
              test: Optional[tuple[np.ndarray, np.ndarray]], history: list[dict], table, splits,
-             data_fp: str, training: dict[str, Any]) -> Path:
+             data_fp: str, training: dict[str, Any], train_images: Optional[np.ndarray] = None) -> Path:
     """Write the complete artifact folder ``out`` (replacing an older one atomically).
 
     ``val_sets`` maps each validation split to (images, labels), the selecting one first: it
-    fits the temperature and the threshold; every split is reported.
+    fits the temperature and the threshold; every split is reported. With ``train_images`` the
+    artifact gets an out-of-distribution profile fitted on them (quantiles from that split).
     """
     cfg, tc = rc.config, rc.config.train
     select = next(iter(val_sets))
@@ -82,6 +84,8 @@ def finalize(rc: ResolvedConfig, out: Path, *, model: torch.nn.Module, prep: Pre
         "plugins": cfg.plugins,
         "versions": library_versions(),
     }
+    if train_images is not None and len(train_images) >= 20 and len(val_sets[select][0]) >= 20:
+        meta["ood"] = write_profile(staging, train_images, {n: imgs for n, (imgs, _) in val_sets.items()})
     write_artifact(staging, model.state_dict(), meta)
     write_report(staging, meta, plots)
     if out.exists():

@@ -318,7 +318,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
                  training={"epochs_run": len(history), "best_epoch": best_epoch, "best_val_auc": best_auc,
                            "ema_decay": tc.ema_decay,
                            "precision": precision, "device": str(device), "world_size": dinfo.world_size,
-                           "batch_size": tc.batch_size})
+                           "batch_size": tc.batch_size}, train_images=train_images)
         rc.pm.hook.pneumo_train_end(run=run, artifact=artifact_dir)
     checkpoint(len(history) if history else epoch, 0, finished=True)
     return artifact_dir

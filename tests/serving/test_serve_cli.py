@@ -48,10 +48,10 @@ def test_serve_refuses_a_missing_artifact_before_starting(tmp_path):
     assert "pneumo: web page" not in out.stdout and "Traceback" not in out.stderr
 
 
-def test_serve_onnx_without_export_says_how(smoke_artifact, tmp_path):
+def test_serve_int8_without_export_says_how(smoke_artifact, tmp_path):
     art = tmp_path / "artifact"
     shutil.copytree(smoke_artifact, art)
-    out = run_cli("serve", "--artifact", str(art), "--backend", "onnx", "--port", str(free_port()), timeout=60)
+    out = run_cli("serve", "--artifact", str(art), "--backend", "onnx-int8", "--port", str(free_port()), timeout=60)
     assert out.returncode == 2 and "pneumo export" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -24,6 +24,10 @@ image_result = ns_models.model("ImageResult", {
     "warnings": fields.List(fields.String, description="Input-quality warnings",
                             example=["very low contrast: check exposure and windowing"]),
     "heatmap_png_base64": fields.String(description="Grad-CAM overlay, base64 PNG (with heatmap=true)"),
+    "out_of_distribution": fields.Boolean(description="True when the image is unlike the training X-rays: the "
+                                          "probability is not reliable (null: the model has no profile)"),
+    "ood_score": fields.Float(description="Percentile of the image's distance from the training X-rays among "
+                              "validation X-rays (0-100); flagged above 99.5", example=42.0),
 })
 predict_response = ns_models.model("PredictResponse", {
     "request_id": fields.String(description="Unique id of this request, for logs",

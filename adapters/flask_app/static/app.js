@@ -58,6 +58,10 @@
     $("threshold").textContent = r.threshold.toFixed(3);
     $("bar-fill").style.width = (100 * r.probability).toFixed(1) + "%";
     $("bar-thr").style.left = (100 * r.threshold).toFixed(1) + "%";
+    const foreign = r.out_of_distribution === true;
+    $("ood").hidden = !foreign;
+    $("result").classList.toggle("foreign", foreign);
+    $("ood-score").textContent = r.ood_score == null ? "" : `(more unusual than ${r.ood_score.toFixed(1)}% of its validation X-rays)`;
     const warnings = $("warnings");
     warnings.innerHTML = "";
     r.warnings.forEach((w) => { const li = document.createElement("li"); li.textContent = w; warnings.appendChild(li); });
