@@ -73,7 +73,7 @@ def process(raw_input: Any, predictor: Predictor, settings: RunpodSettings) -> d
     try:
         job = parse_job_input(raw_input, settings.serve.max_batch)
         images = load_images(job, settings.max_image_bytes, settings.fetch_policy())
-        response = predictor.predict(PredictRequest(images=images, heatmap=job.heatmap, source="runpod"))
+        response = predictor.predict(PredictRequest(images=images, heatmap=job.heatmap, source="runpod", site=job.site))
         return response.model_dump(mode="json")
     except (InputError, FetchError, PneumoError) as exc:  # each carries its own code
         if getattr(exc, "http_status", 400) >= 500:  # a broken model or artifact: worth a log line

@@ -58,6 +58,7 @@ class JobInput(BaseModel):
     images: Optional[list[ImageItem]] = Field(None, min_length=1, description="A batch of images.")
     name: Optional[str] = Field(None, min_length=1, max_length=255, description="Label for a single image.")
     heatmap: bool = Field(False, description="Also return a Grad-CAM overlay (base64 PNG) per image.")
+    site: Optional[str] = Field(None, min_length=1, max_length=64, description="Use this site's operating point.")
 
     @model_validator(mode="after")
     def _one_source(self):

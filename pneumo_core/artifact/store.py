@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pneumo_core.artifact.ensemble import Ensemble, TestTimeAugmentation, unwrap_tta
+from pneumo_core.artifact.sites import SiteProfile, parse_sites
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import ArtifactError
 from pneumo_core.hashing import sha256_file
@@ -86,6 +87,7 @@ class Artifact:
     meta: ArtifactMeta
     raw: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
+    sites: dict[str, SiteProfile] = field(default_factory=dict)  # per-site operating points
 
     @property
     def temperature(self) -> float:
@@ -162,6 +164,7 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
     try:
         raw = json.loads((folder / META).read_text(encoding="utf-8"))
         meta = ArtifactMeta.model_validate(raw)
+        sites = parse_sites(raw)
     except (ValueError, ValidationError) as exc:
         raise ArtifactError(f"{folder / META}: invalid metadata: {exc}") from None
     if meta.format != FORMAT:
@@ -174,7 +177,8 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
     if bad:
         raise ArtifactError(f"{folder / WEIGHTS}: non-finite weights (NaN or infinity) in {', '.join(bad[:5])}"
                             f"{' ...' if len(bad) > 5 else ''}; retrain or re-copy the artifact")
-    return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return Artifact(folder, meta, raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                    sites)
 
 
 def load_ood(artifact: Artifact) -> Optional[OodProfile]:

@@ -36,14 +36,14 @@ def expand_inputs(names: list[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) -> list:
+def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str], site: str | None = None) -> list:
     """Results for ``paths`` as one request; on a bad file, one request per file to isolate it."""
     from pneumo_core.imaging import ImageError
     from pneumo_core.inference import InputImage, OutOfDistributionError, PredictionRejected, PredictRequest
 
     def request(group: list[Path]):
         images = [InputImage(name=str(p), data=p.read_bytes()) for p in group]
-        return predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="cli")).results
+        return predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="cli", site=site)).results
 
     try:
         return request(paths)
@@ -51,7 +51,7 @@ def _classify(predictor, paths: list[Path], heatmap: bool, errors: list[str]) ->
         if len(paths) == 1:
             errors.append(f"{paths[0]}: {_reason(exc)}")
             return []
-    return [r for p in paths for r in _classify(predictor, [p], heatmap, errors)]
+    return [r for p in paths for r in _classify(predictor, [p], heatmap, errors, site)]
 
 
 def _reason(exc: Exception) -> str:
@@ -79,7 +79,9 @@ def _heatmap_path(folder: Path, image: Path, written: set[str]) -> Path:
 def _run(args) -> int:
     from tqdm.auto import tqdm
 
+    from pneumo_core.artifact.sites import resolve_site
     from pneumo_core.inference import PredictResponse, Predictor
+    from pneumo_core.inference.schema import SiteInfo
 
     paths, errors = expand_inputs(args.images)
     for message in errors:
@@ -94,6 +96,7 @@ def _run(args) -> int:
             print(f"error: --heatmap-dir {heatmap_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 2
     predictor = Predictor(args.artifact, backend=args.backend, batching=False, ood_policy=args.ood_policy)
+    site = resolve_site(predictor.artifact.sites, args.site) if args.site else None  # unknown: fail before any work
     written: set[str] = set()
     t0 = time.perf_counter()
     width = max(len(str(p)) for p in paths)
@@ -101,7 +104,7 @@ def _run(args) -> int:
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None, file=sys.stderr) as bar:
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
-            for r in _classify(predictor, chunk, heatmap_dir is not None, failed):
+            for r in _classify(predictor, chunk, heatmap_dir is not None, failed, args.site):
                 if heatmap_dir:
                     target = _heatmap_path(heatmap_dir, Path(r.name), written)
                     try:
@@ -121,11 +124,13 @@ def _run(args) -> int:
             bar.update(len(chunk))
     info = predictor.info
     if args.json:  # all batches as one response of the shared schema
-        response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results,
+        response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results, site=SiteInfo(
+            **site.model_dump(include={"name", "version", "threshold", "temperature", "sha256"})) if site else None,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         print(response.model_dump_json(indent=2))
     print(f"model {info.name} {info.version} on {info.backend} ({predictor.backend_selection.reason}), "
-          f"threshold {info.threshold:.4f}: {len(results)} classified"
+          + (f"site {site.name} v{site.version}, threshold {site.threshold:.4f}" if site else
+             f"threshold {info.threshold:.4f}") + f": {len(results)} classified"
           + (f", {len(errors)} failed" if errors else ""), file=sys.stderr)
     return 2 if errors else 0
 
@@ -138,6 +143,7 @@ def add_cli(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto (default): the fastest backend that matches torch fp32 on this machine")
     p.add_argument("--heatmap-dir", help="write Grad-CAM overlays here")
+    p.add_argument("--site", help="use this site's operating point (fitted by `pneumo calibrate --site`)")
     p.add_argument("--ood-policy", choices=["flag", "reject"], default="flag",
                    help="an image unlike the training X-rays: flag it (default) or skip it as an error")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from pneumo_core.artifact.store import META, ONNX_FILES, SUMS, WEIGHTS, Artifact, build_model, load_artifact, \
-    write_checksums
+from pneumo_core.artifact.store import ONNX_FILES, SUMS, WEIGHTS, Artifact, build_model, load_artifact, write_checksums
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.hashing import sha256_file
 
@@ -49,9 +49,11 @@ def cache_root() -> Path:
 
 
 def _artifact_key(art: Artifact) -> str:
-    """Digest of what the export depends on: the checksummed weights and metadata, and torch."""
+    """Digest of what the export depends on: the checksummed weights, the network and
+    preprocessing metadata (not the thresholds, sites or profiles beside them), torch, opset."""
     listed = dict(reversed(line.split("  ", 1)) for line in (art.folder / SUMS).read_text().splitlines() if line)
-    parts = [listed.get(WEIGHTS) or sha256_file(art.folder / WEIGHTS), listed.get(META) or sha256_file(art.folder / META),
+    network = {k: art.raw.get(k) for k in ("model", "preprocessing", "ensemble", "classes")}
+    parts = [listed.get(WEIGHTS) or sha256_file(art.folder / WEIGHTS), json.dumps(network, sort_keys=True, default=str),
              torch.__version__, str(OPSET)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional, TypeVar
 import numpy as np
 
 from pneumo_core.artifact.ensemble import unwrap_tta
+from pneumo_core.artifact.sites import resolve_site
 from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, build_model, cam_layers, load_artifact, \
     load_ood
 from pneumo_core.data.preprocess import resize_square, to_input
@@ -25,7 +26,7 @@ from pneumo_core.inference.batcher import MicroBatcher
 from pneumo_core.inference.heatmap import GradCamRenderer, overlay_png
 from pneumo_core.inference.quality import quality_warnings
 from pneumo_core.inference.schema import BackendSelection, ImageResult, ModelInfo, OutOfDistributionError, \
-    PredictRequest, PredictResponse
+    PredictRequest, PredictResponse, SiteInfo
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
 
 log = logging.getLogger("pneumo.predictor")
@@ -127,10 +128,11 @@ class Predictor:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self._batcher.submit(batch) if self._batcher else self.backend(batch)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated P(positive) for a preprocessed (N, C, S, S) batch; ModelOutputError when the
-        model gives a non-finite output (a broken model must not produce a label)."""
-        probs = apply_temperature(self.logits(batch), self.artifact.temperature)
+    def probabilities(self, batch: np.ndarray, temperature: Optional[float] = None) -> np.ndarray:
+        """Calibrated P(positive) for a preprocessed (N, C, S, S) batch (with the artifact's
+        temperature unless given); ModelOutputError when the model gives a non-finite output (a
+        broken model must not produce a label)."""
+        probs = apply_temperature(self.logits(batch), temperature or self.artifact.temperature)
         if not np.isfinite(probs).all():
             raise ModelOutputError(f"model {self.artifact.meta.name} gave a non-finite output (NaN or infinity) for "
                                    "this input: the model or its backend is broken; no label is given")
@@ -159,6 +161,7 @@ class Predictor:
         """Answer a request. Raises ImageError for unreadable inputs and PredictionRejected when a
         plugin refuses the request; both name the cause."""
         t0 = time.perf_counter()
+        site = resolve_site(self.artifact.sites, request.site) if request.site else None
         self.pm.hook.pneumo_before_predict(request=request)
         decoded = [self.decode(img.data, img.name) for img in request.images]
         resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
@@ -172,8 +175,8 @@ class Predictor:
                     "frontal chest radiograph; the server refuses such images (serve.ood_policy: reject).")
         inputs = [to_input(r, self.prep) for r in resized]
         batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one image: a view, no copy
-        probs = self.probabilities(batch)
-        classes, thr = self.info.classes, self.info.threshold
+        probs = self.probabilities(batch, site.temperature if site else None)
+        classes, thr = self.info.classes, site.threshold if site else self.info.threshold
         results = []
         for i, (img, d, p, score) in enumerate(zip(request.images, decoded, probs, ood)):
             p = float(p)
@@ -189,7 +192,9 @@ class Predictor:
                 out_of_distribution=flagged, ood_score=None if score is None else round(score, 1),
                 heatmap_png_base64=base64.b64encode(self.heatmap_png(resized[i], batch[i])).decode()
                 if request.heatmap else None))
-        response = PredictResponse(request_id=request.request_id, model=self.info, results=results,
+        site_info = SiteInfo(**site.model_dump(include={"name", "version", "threshold", "temperature", "sha256"})) \
+            if site else None
+        response = PredictResponse(request_id=request.request_id, model=self.info, site=site_info, results=results,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         self.pm.hook.pneumo_after_predict(request=request, result=response)
         return response

@@ -39,6 +39,7 @@ class PredictRequest(BaseModel):
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     source: str = Field("api", description="Which adapter made the request: rest, runpod, cli.")
     client: Optional[str] = Field(None, description="Caller identity when known (e.g. API key id).")
+    site: Optional[str] = Field(None, description="Use this site's operating point (pneumo calibrate --site).")
 
 
 class ModelInfo(BaseModel):
@@ -91,8 +92,19 @@ class ImageResult(BaseModel):
     heatmap_png_base64: Optional[str] = Field(None, description="Grad-CAM overlay as base64 PNG.")
 
 
+class SiteInfo(BaseModel):
+    """The site operating point a response used (absent: the model's own)."""
+
+    name: str
+    version: int = Field(description="Profile version: 1 for the first fit, +1 at every refit.")
+    threshold: float
+    temperature: float
+    sha256: str = Field(description="Digest of the site profile.")
+
+
 class PredictResponse(BaseModel):
     request_id: str
     model: ModelInfo
+    site: Optional[SiteInfo] = Field(None, description="The site profile used, when the request named one.")
     results: list[ImageResult]
     elapsed_ms: float

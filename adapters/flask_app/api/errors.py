@@ -57,7 +57,7 @@ def _http_code_message(exc: HTTPException, settings) -> tuple[str, str]:
     if exc.code == 413:
         if exc.description and exc.description != RequestEntityTooLarge.description:  # a count or field limit
             return ("payload_too_large", f"{exc.description}; send at most {settings.serve.max_batch} files "
-                    "and only the 'file' and 'heatmap' fields")
+                    "and only the 'file', 'heatmap' and 'site' fields")
         return ("payload_too_large", f"request larger than {settings.serve.max_request_mb:g} MB; send fewer or "
                 f"smaller files (each image at most {settings.serve.max_upload_mb:g} MB)")
     return ((exc.name or "error").lower().replace(" ", "_"), exc.description or "")

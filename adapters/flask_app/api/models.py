@@ -10,7 +10,7 @@ ns = Namespace("models", path="/", description="Loaded models")
 schemas.register(ns)
 
 _KEYS = ("name", "version", "created", "model", "classes", "positive_class", "preprocessing", "threshold",
-         "threshold_method", "calibration", "metrics", "data", "versions")
+         "threshold_method", "calibration", "metrics", "data", "versions", "ood", "sites")
 
 
 @ns.route("/models")

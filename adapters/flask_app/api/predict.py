@@ -19,6 +19,8 @@ upload.add_argument("file", location="files", type=FileStorage, required=True,
                     help="One or more images (JPEG, PNG or DICOM); repeat the field for a batch.")
 upload.add_argument("heatmap", location="form", type=inputs.boolean, default=False,
                     help="Also return a Grad-CAM overlay per image (slower).")
+upload.add_argument("site", location="form", type=str, required=False,
+                    help="Use this site's operating point (see /models 'sites'); or send the X-Pneumo-Site header.")
 
 
 @ns.route("/predict")
@@ -31,6 +33,7 @@ class Predict(Resource):
     @ns.response(403, "Refused by a plugin", schemas.error)
     @ns.response(413, "Upload or image too large", schemas.error)
     @ns.response(415, "Unsupported image type", schemas.error)
+    @ns.response(422, "Out of distribution, with serve.ood_policy reject", schemas.error)
     def post(self):
         """Classify uploaded images: label, calibrated probability, threshold, warnings."""
         if not (request.content_type or "").startswith("multipart/form-data"):
@@ -47,10 +50,11 @@ class Predict(Resource):
             raise ApiError(400, "bad_parameter", f"heatmap must be true or false, not {flag!r}")
         heatmap = flag in ("1", "true", "yes", "on")
         images = [InputImage(name=f.filename or f"upload-{i}", data=f.read()) for i, f in enumerate(files)]
+        site = (request.form.get("site") or request.headers.get("X-Pneumo-Site") or "").strip() or None
         predictor = current_app.config["PNEUMO_PREDICTOR"]
         # a PneumoError (unusable image, refused by a plugin...) becomes its own status and code
         response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
-                                                    client=key_id(request)))
+                                                    client=key_id(request), site=site))
         for r in response.results:
             PREDICTIONS.labels(label=r.label).inc()
         # Serialised by pydantic in one call, not as a dict that flask-restx hands to json.dumps.
