@@ -14,6 +14,8 @@ from adapters.flask_app.multipart import PneumoRequest
 from adapters.flask_app.settings import Settings
 from pneumo_core.config.serving import image_limits
 from pneumo_core.inference import Predictor
+from pneumo_core.monitoring import TrafficMonitor
+from pneumo_core.monitoring.traffic import operating_points
 
 _OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json", "/swaggerui/")
 
@@ -25,13 +27,14 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
         predictor = Predictor(settings.artifact, backend=settings.serve.backend,
                               precision=settings.serve.precision, limits=image_limits(settings.serve),
                               ood_policy=settings.serve.ood_policy)
+    monitor = TrafficMonitor(operating_points(predictor.artifact.raw, predictor.artifact.sites))
     app = Flask(__name__)
     app.request_class = PneumoRequest
     # Body limit: the request limit plus room for the multipart envelope of the files. A request
     # has the files and one field: a few times that many parts is plenty.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes + 64 * 1024,
                       MAX_FORM_PARTS=max(64, 4 * settings.serve.max_batch),
-                      PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, RESTX_MASK_SWAGGER=False,
+                      PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, PNEUMO_MONITOR=monitor, RESTX_MASK_SWAGGER=False,
                       ERROR_404_HELP=False, JSON_SORT_KEYS=False)
     app.register_blueprint(make_blueprint())
 

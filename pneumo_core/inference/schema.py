@@ -45,11 +45,12 @@ class PredictRequest(BaseModel):
 class ModelInfo(BaseModel):
     """Identity and operating point of the model that answered."""
 
-    name: str
-    version: str
-    threshold: float = Field(description="Operating threshold on P(positive class).")
-    classes: list[str]
-    positive_class: str
+    name: str = Field(description="Model name.", examples=["pneumo-resnet18-kermany"])
+    version: str = Field(description="Model version (training time stamp).", examples=["20261130-221500"])
+    threshold: float = Field(description="The model's own operating threshold on P(positive class).",
+                             examples=[0.662])
+    classes: list[str] = Field(description="Class names, index = label.", examples=[["NORMAL", "PNEUMONIA"]])
+    positive_class: str = Field(description="Class whose probability is reported.", examples=["PNEUMONIA"])
     backend: str = Field(description="The backend that answered: torch-fp32, torch-bf16, torch-cuda-fp16, "
                                      "torch-cuda-bf16, onnx, openvino or onnx-int8.", examples=["onnx"])
 
@@ -75,11 +76,14 @@ class BackendSelection(BaseModel):
 
 
 class ImageResult(BaseModel):
-    name: str
+    """The answer for one image."""
+
+    name: str = Field(description="Uploaded file name.", examples=["chest.jpeg"])
     label: str = Field(description="Predicted class at the operating threshold.", examples=["PNEUMONIA"])
     probability: float = Field(description="Calibrated probability of the positive class.", examples=[0.93])
     probabilities: dict[str, float] = Field(description="Calibrated probability per class.")
-    threshold: float
+    threshold: float = Field(description="Operating threshold used (the site's when a site was named).",
+                             examples=[0.662])
     warnings: list[str] = Field(default_factory=list, description="Input-quality and out-of-distribution "
                                 "warnings.")
     out_of_distribution: Optional[bool] = Field(None, description="True when the image is unlike the chest "
@@ -95,16 +99,19 @@ class ImageResult(BaseModel):
 class SiteInfo(BaseModel):
     """The site operating point a response used (absent: the model's own)."""
 
-    name: str
+    name: str = Field(description="Site name.", examples=["st-marys"])
     version: int = Field(description="Profile version: 1 for the first fit, +1 at every refit.")
-    threshold: float
-    temperature: float
+    threshold: float = Field(description="The site's operating threshold.")
+    temperature: float = Field(description="The site's calibration temperature.")
     sha256: str = Field(description="Digest of the site profile.")
 
 
 class PredictResponse(BaseModel):
-    request_id: str
-    model: ModelInfo
+    """The answer to a request: the model and site that answered, one result per image, in order."""
+
+    request_id: str = Field(description="Unique id of this request, for logs.",
+                            examples=["9f1c2a7e0b3d4c5e8a6b7c8d9e0f1a2b"])
+    model: ModelInfo = Field(description="The model that answered.")
     site: Optional[SiteInfo] = Field(None, description="The site profile used, when the request named one.")
-    results: list[ImageResult]
-    elapsed_ms: float
+    results: list[ImageResult] = Field(description="One result per image, in the order sent.")
+    elapsed_ms: float = Field(description="Server-side time for the request, ms.", examples=[41.2])

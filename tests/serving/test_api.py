@@ -157,6 +157,11 @@ def test_swagger_documents_every_field(client):
         for name, prop in spec["definitions"][model]["properties"].items():
             assert prop.get("description") or prop.get("$ref") or prop.get("items"), f"{model}.{name} undocumented"
     assert spec["definitions"]["ImageResult"]["properties"]["label"]["example"] == "PNEUMONIA"
+    from pneumo_core.inference.schema import ImageResult, ModelInfo, PredictResponse, SiteInfo
+
+    for model in (PredictResponse, ImageResult, ModelInfo, SiteInfo):  # generated: no drift possible
+        assert set(spec["definitions"][model.__name__]["properties"]) == set(model.model_fields), model.__name__
+    assert spec["definitions"]["ImageResult"]["properties"]["ood_score"]["x-nullable"] is True
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200 and b"swagger" in docs.data.lower()
 

@@ -8,6 +8,7 @@ from adapters.flask_app.api.errors import error_body
 
 from adapters.flask_app.api.health import ns as health_ns
 from adapters.flask_app.api.models import ns as models_ns
+from adapters.flask_app.api.monitoring import ns as monitoring_ns
 from adapters.flask_app.api.predict import ns as predict_ns
 
 AUTHORIZATIONS = {"apikey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
@@ -19,7 +20,7 @@ def make_blueprint() -> Blueprint:
               description="Pneumonia classification of chest X-rays (JPEG, PNG, DICOM). "
                           "Research use only, not for clinical use. When the server has API keys "
                           "configured, send one as `X-API-Key` (or `Authorization: Bearer`).")
-    for ns in (predict_ns, models_ns, health_ns):
+    for ns in (predict_ns, models_ns, monitoring_ns, health_ns):
         api.add_namespace(ns)
 
     # Errors raised inside resources go through Flask-RESTX: the same answer as the app's.

@@ -8,7 +8,7 @@ from werkzeug.datastructures import FileStorage
 from adapters.flask_app.api import schemas
 from adapters.flask_app.api.errors import ApiError
 from adapters.flask_app.auth import key_id
-from adapters.flask_app.metrics import PREDICTIONS
+from adapters.flask_app.metrics import observe_response
 from pneumo_core.inference import InputImage, PredictRequest
 
 ns = Namespace("predict", path="/", description="Classify chest X-rays")
@@ -55,7 +55,6 @@ class Predict(Resource):
         # a PneumoError (unusable image, refused by a plugin...) becomes its own status and code
         response = predictor.predict(PredictRequest(images=images, heatmap=heatmap, source="rest",
                                                     client=key_id(request), site=site))
-        for r in response.results:
-            PREDICTIONS.labels(label=r.label).inc()
+        observe_response(response, current_app.config["PNEUMO_MONITOR"])
         # Serialised by pydantic in one call, not as a dict that flask-restx hands to json.dumps.
         return Response(response.model_dump_json(), mimetype="application/json")
