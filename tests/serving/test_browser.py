@@ -71,3 +71,25 @@ def test_bad_file_shows_clear_message(browser, server, tmp_path):
     assert "unsupported image format" in page.inner_text("#error")
     assert page.is_hidden("#result")
     page.close()
+
+
+def test_an_out_of_distribution_image_shows_the_banner(browser, server, phantom_png, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[:128, :128]
+    board = tmp_path / "checkerboard.png"
+    Image.fromarray((((yy // 16 + xx // 16) % 2) * 255).astype(np.uint8)).save(board)
+    xray = tmp_path / "xray.png"
+    xray.write_bytes(phantom_png)
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.set_input_files("#file", str(board))
+    page.click("#submit")
+    page.wait_for_selector("#ood:not([hidden])", timeout=60_000)
+    assert "Not like the chest X-rays" in page.inner_text("#ood")
+    assert "more unusual than" in page.inner_text("#ood-score")
+    page.set_input_files("#file", str(xray))  # a radiograph afterwards clears the banner
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('ood').hidden === true", timeout=60_000)
+    page.close()
