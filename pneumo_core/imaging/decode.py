@@ -20,6 +20,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
+from pneumo_core.imaging.budget import BUDGET, DecoderBusyError
 from pneumo_core.errors import PneumoError
 
 _UPLOAD_HINT = "Upload a JPEG, PNG or DICOM file."
@@ -114,7 +115,8 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None,
 
     ``name`` labels the image in errors (default: the file name, or "<upload>" for bytes).
     The format comes from the content, never the extension. Raises :class:`ImageError`
-    (one of its three subclasses) and nothing else.
+    (one of its three subclasses), or DecoderBusyError when the process's decode memory
+    budget (``imaging.budget``) stays full, and nothing else.
     """
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     label = name or ("<upload>" if is_bytes else os.path.basename(os.fspath(source)))
@@ -132,7 +134,7 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None,
         if _maybe_headerless_dicom(data, label):
             return _decode_dicom(data, label, limits, forced=True)
         raise UnsupportedFormatError(label, f"unsupported image format ({_describe(data)})")
-    except ImageError:
+    except (ImageError, DecoderBusyError):
         raise
     except Image.DecompressionBombError as e:  # over PIL's own hard limit, before our check ran
         raise ImageTooLargeError(label, f"the header claims over {2 * Image.MAX_IMAGE_PIXELS:,} "
@@ -207,6 +209,13 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
     except UnidentifiedImageError as e:
         raise UnreadableImageError(label, f"the {fmt.upper()} header is corrupt or incomplete") from e
     _check_size(label, img.width, img.height, limits)
+    # PIL's copies while loading, compositing and converting: about 4x the decoded mode's size
+    bands = len(img.getbands()) * (2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1)
+    with BUDGET.reserve(img.width * img.height * (bands * 4 + 2), label):
+        return _decode_pil_pixels(data, img, fmt, label)
+
+
+def _decode_pil_pixels(data: bytes, img: Image.Image, fmt: str, label: str) -> DecodedImage:
     mode = img.mode
     if fmt == "jpeg":
         if mode == "L" and "xmp" not in img.info:
@@ -334,7 +343,14 @@ def _decode_dicom(data: bytes, label: str, limits: ImageLimits, forced: bool) ->
             raise UnsupportedFormatError(label, f"unsupported image format ({_describe(data)})")
         raise UnreadableImageError(label, "the DICOM file has no pixel data",
                                    "Send an image DICOM (e.g. CR/DX), or a JPEG or PNG export.")
-    _check_size(label, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), limits)
+    cols, rows = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+    _check_size(label, cols, rows, limits)
+    # the stored array, a float copy for windowing and the 8-bit result
+    with BUDGET.reserve(cols * rows * (int(ds.get("SamplesPerPixel") or 1) * 2 + 8 + 1), label):
+        return _decode_dicom_pixels(ds, label)
+
+
+def _decode_dicom_pixels(ds: pydicom.Dataset, label: str) -> DecodedImage:
     if not ds.file_meta.get("TransferSyntaxUID"):  # headerless file: use the encoding it was read in
         ds.file_meta.TransferSyntaxUID = _SYNTAX_BY_ENCODING[ds.original_encoding]
     syntax = ds.file_meta.TransferSyntaxUID
