@@ -86,6 +86,9 @@ class DecodedImage:
 
     ``width``/``height`` are the decoded size (after EXIF orientation), before any resizing.
     ``was_color`` is True only when the colour channels actually differ somewhere.
+    ``not_a_chest_xray`` lists what a DICOM header says against a frontal chest radiograph
+    (another modality, body part or a lateral view); ``notes`` other things worth saying (several
+    frames, of which the first is used).
     """
 
     pixels: np.ndarray
@@ -96,6 +99,8 @@ class DecodedImage:
     was_color: bool
     width: int
     height: int
+    not_a_chest_xray: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -378,7 +383,7 @@ def _decode_dicom_pixels(ds: pydicom.Dataset, label: str) -> DecodedImage:
         raise UnreadableImageError(
             label, f"DICOM photometric interpretation '{photometric}' is not supported",
             "Send a MONOCHROME1, MONOCHROME2 or RGB image.")
-    return _result(gray, "dicom", label, photometric, bits, was_color)
+    return _result(gray, "dicom", label, photometric, bits, was_color, ds)
 
 
 def _dicom_window(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
@@ -399,8 +404,31 @@ def _dicom_window(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
 
 
 def _result(gray: np.ndarray, fmt: str, label: str, mode: str, bits: int,
-            was_color: bool) -> DecodedImage:
+            was_color: bool, ds: pydicom.Dataset | None = None) -> DecodedImage:
     pixels = np.require(gray, np.uint8, ["C", "W"])
+    foreign, notes = _header_checks(ds) if ds is not None else ((), ())
     return DecodedImage(pixels=pixels, format=fmt, source=label, original_mode=mode,
                         bit_depth=bits, was_color=was_color,
-                        width=pixels.shape[1], height=pixels.shape[0])
+                        width=pixels.shape[1], height=pixels.shape[0], not_a_chest_xray=foreign, notes=notes)
+
+
+_XRAY_MODALITIES = {"CR", "DX", "DR", "RG", "PX"}
+_LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
+
+
+def _header_checks(ds: pydicom.Dataset) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the DICOM header says about the image a chest classifier was trained on."""
+    foreign, notes = [], []
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in _XRAY_MODALITIES:
+        foreign.append(f"DICOM Modality is {modality}, not a radiograph (CR or DX)")
+    part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if part and "CHEST" not in part and "THORAX" not in part and part not in ("LUNG", "TORSO"):
+        foreign.append(f"DICOM BodyPartExamined is {part}, not CHEST")
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if view in _LATERAL_VIEWS:
+        foreign.append(f"DICOM ViewPosition is {view}: a lateral view; the model reads frontal (PA/AP) views")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        notes.append(f"multi-frame DICOM ({frames} frames): only the first frame is classified")
+    return tuple(foreign), tuple(notes)

@@ -166,23 +166,26 @@ class Predictor:
         decoded = [self.decode(img.data, img.name) for img in request.images]
         resized = [resize_square(d.pixels, self.prep.image_size) for d in decoded]
         ood = [self.ood.score(r) for r in resized] if self.ood else [None] * len(resized)
+        # the DICOM header can say so too (another modality or body part, a lateral view)
+        header = [bool(d.not_a_chest_xray) for d in decoded]
+        flags = [h or (s is not None and self.ood.flagged(s)) for s, h in zip(ood, header)]
         if self.ood_policy == "reject":
-            foreign = [img.name for img, s in zip(request.images, ood) if s is not None and self.ood.flagged(s)]
+            foreign = [img.name for img, f in zip(request.images, flags) if f]
             if foreign:
                 raise OutOfDistributionError(
-                    f"{', '.join(foreign)}: not like the chest X-rays this model was trained on (more unusual than "
-                    f"{self.ood.flag_percentile:g}% of its validation X-rays), so it is not classified. Send a "
+                    f"{', '.join(foreign)}: not like the chest X-rays this model was trained on (by its DICOM "
+                    "header, or more unusual than its validation X-rays), so it is not classified. Send a "
                     "frontal chest radiograph; the server refuses such images (serve.ood_policy: reject).")
         inputs = [to_input(r, self.prep) for r in resized]
         batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one image: a view, no copy
         probs = self.probabilities(batch, site.temperature if site else None)
         classes, thr = self.info.classes, site.threshold if site else self.info.threshold
         results = []
-        for i, (img, d, p, score) in enumerate(zip(request.images, decoded, probs, ood)):
+        for i, (img, d, p, score, flag) in enumerate(zip(request.images, decoded, probs, ood, flags)):
             p = float(p)
-            flagged = None if score is None else self.ood.flagged(score)
+            flagged = flag if (score is not None or flag) else None
             warnings = quality_warnings(d, self.prep.image_size)
-            if flagged:
+            if score is not None and self.ood.flagged(score):
                 warnings.insert(0, f"out of distribution: unlike the chest X-rays this model was trained on (more "
                                    f"unusual than {score:.1f}% of its validation X-rays); the probability is not "
                                    "reliable")

@@ -12,7 +12,7 @@ def quality_warnings(img: DecodedImage, model_size: int) -> list[str]:
     px = img.pixels
     step = max(1, max(px.shape) // 512)  # statistics on a <= 512 px view: cheap for huge images
     px = np.ascontiguousarray(px[::step, ::step])  # cv2 needs unit strides along rows
-    out = []
+    out = [*img.not_a_chest_xray, *img.notes]
     if img.was_color:
         out.append("colour image: converted to grayscale; chest radiographs are grayscale")
     if min(img.width, img.height) < model_size // 2:

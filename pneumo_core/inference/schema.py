@@ -87,8 +87,10 @@ class ImageResult(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Input-quality and out-of-distribution "
                                 "warnings.")
     out_of_distribution: Optional[bool] = Field(None, description="True when the image is unlike the chest "
-                                                "X-rays the model was trained on: its probability is not reliable. "
-                                                "None when the model has no out-of-distribution profile.")
+                                                "X-rays the model was trained on (by the out-of-distribution "
+                                                "profile, or a DICOM header naming another modality, body part or "
+                                                "a lateral view): its probability is not reliable. None when the "
+                                                "model has no profile and the header says nothing against it.")
     ood_score: Optional[float] = Field(None, ge=0, le=100, description="Percentile of the image's distance from the "
                                        "training X-rays among held-out validation X-rays (99.9: more unusual "
                                        "than 99.9% of them); flagged above the profile's percentile (99.5).",
