@@ -357,7 +357,7 @@ def main() -> int:
             _, thr8 = rest_run(srv.port, [image], 8, requests, name)
         finally:
             srv.stop()
-        del bare
+        bare = None  # free it before the throughput servers start
         srv = LiveServer(art_dir, env=env, workers=cores, threads=8).start()  # throughput: a worker per core
 
         def rest_block(images: list[bytes]) -> Callable[[int], tuple[int, float]]:
