@@ -291,7 +291,7 @@ def main() -> int:
     p.add_argument("--artifact", default=str(REPO / "models" / "pneumo-resnet18-kermany"))
     p.add_argument("--requests", type=int, default=None, help="requests per concurrency level (default 100, "
                    "--quick 24)")
-    p.add_argument("--quick", action="store_true", help="fewer requests, one calibration pass: a full table in "
+    p.add_argument("--quick", action="store_true", help="24 requests per level instead of 100: a full table in "
                    "a few minutes")
     p.add_argument("--backends", default=None,
                    help=f"comma-separated rows among {', '.join(ALL_BACKENDS)} (default: all that this machine "

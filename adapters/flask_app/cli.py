@@ -20,12 +20,14 @@ def _artifact_problem(artifact: str, backend: str) -> str | None:
     from pneumo_core.artifact import load_artifact
     from pneumo_core.artifact.store import ONNX_FILES
     from pneumo_core.errors import PneumoError
-    from pneumo_core.inference.backends import require_onnx_file
+    from pneumo_core.inference.backends import installed, require_onnx_file
 
     try:
         load_artifact(artifact)
         if backend == "onnx-int8":  # the others need no file the artifact lacks
             require_onnx_file(Path(artifact) / ONNX_FILES[backend])
+        if backend == "openvino" and not installed("openvino"):
+            return "the openvino backend needs OpenVINO: pip install 'pneumo[openvino]'"
     except PneumoError as exc:
         return str(exc)
     return None

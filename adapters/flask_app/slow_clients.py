@@ -62,39 +62,54 @@ class DeadlineSocket(socket.socket):
     """A client socket whose reads obey an idle timeout and a per-request deadline.
 
     gunicorn switches the socket to blocking mode at the start of every request (keep-alive
-    requests included); that is where the request's deadline starts.
+    requests included); that is where the request's deadline starts. A timeout gunicorn sets
+    itself (its 2 s linger when closing) is kept when shorter, and once the socket is shut down
+    for closing, reads are gunicorn's drain: no deadline, no warning.
     """
 
     idle_s: float
     request_s: float
+    _SEND_CHUNK = 64 * 1024
 
     @classmethod
     def adopt(cls, sock: socket.socket, idle_s: float, request_s: float) -> "DeadlineSocket":
         blocking = sock.getblocking()
         new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        new.idle_s, new.request_s, new._deadline = idle_s, request_s, None
+        new.idle_s, new.request_s = idle_s, request_s
+        new._deadline, new._caller_timeout, new._closing = None, None, False
         new.setblocking(blocking)
         return new
 
     def setblocking(self, flag: bool) -> None:
-        if flag:
+        self._caller_timeout = None
+        if flag and not self._closing:
             self._deadline = time.monotonic() + self.request_s
             super().settimeout(self.idle_s)
         else:
             self._deadline = None
-            super().setblocking(False)
+            super().setblocking(flag)
+
+    def settimeout(self, value: float | None) -> None:
+        self._caller_timeout = value
+        super().settimeout(value)
+
+    def shutdown(self, how: int) -> None:
+        self._closing, self._deadline = True, None
+        super().shutdown(how)
 
     def _arm_read(self) -> None:
-        if self._deadline is None:  # non-blocking (on gunicorn's poller): nothing to bound
+        if self._deadline is None:  # non-blocking (on gunicorn's poller), or closing
             return
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise self._too_slow(f"no complete request within {self.request_s:g} s")
-        super().settimeout(min(self.idle_s, left))
+        limits = [self.idle_s, left] + ([self._caller_timeout] if self._caller_timeout else [])
+        super().settimeout(min(limits))
 
     def _too_slow(self, why: str) -> SlowClientError:
         try:
-            peer = "%s:%s" % self.getpeername()[:2]
+            peer = self.getpeername()
+            peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or "a unix-socket client")
         except OSError:
             peer = "a client"
         log.warning("closing the connection from %s: %s (client too slow)", peer, why)
@@ -105,6 +120,8 @@ class DeadlineSocket(socket.socket):
         try:
             return super().recv(bufsize, flags)
         except TimeoutError:
+            if self._deadline is None:
+                raise
             raise self._too_slow(f"nothing received for {self.gettimeout():.3g} s") from None
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
@@ -112,15 +129,23 @@ class DeadlineSocket(socket.socket):
         try:
             return super().recv_into(buffer, nbytes, flags)
         except TimeoutError:
+            if self._deadline is None:
+                raise
             raise self._too_slow(f"nothing received for {self.gettimeout():.3g} s") from None
 
     def sendall(self, data, flags: int = 0) -> None:
-        if self._deadline is not None:
-            super().settimeout(self.idle_s)  # a reader that stops reading is cut after idle_s
-        try:
-            super().sendall(data, flags)
-        except TimeoutError:
-            raise self._too_slow(f"the response was not read for {self.idle_s:g} s") from None
+        """Like socket.sendall, but the idle limit applies to each chunk (a timeout on sendall
+        itself would bound the whole response, cutting large ones on slow links)."""
+        if self._deadline is None:
+            return super().sendall(data, flags)
+        super().settimeout(self.idle_s)
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                sent = super().send(view[:self._SEND_CHUNK], flags)
+            except TimeoutError:
+                raise self._too_slow(f"the response was not read for {self.idle_s:g} s") from None
+            view = view[sent:]
 
 
 class GuardedThreadWorker(ThreadWorker):

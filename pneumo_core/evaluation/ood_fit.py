@@ -15,8 +15,13 @@ def write_profile(folder: Path, train: np.ndarray, held_out: dict[str, np.ndarra
     """Fit on ``train`` images, take quantiles from the first ``held_out`` split, write
     ``ood.safetensors`` into ``folder``; return the summary that goes into model.json (the
     fraction of each held-out split that is flagged)."""
+    from pneumo_core.errors import PneumoError
+
     first = next(iter(held_out))
-    profile = fit_profile(train, held_out[first])
+    try:
+        profile = fit_profile(train, held_out[first])
+    except ValueError as exc:
+        raise PneumoError(f"out-of-distribution profile: {exc}") from None
     profile.save(folder / OOD_FILE)
     flagged = {name: round(float(np.mean([profile.flagged(profile.score(im)) for im in images])), 4)
                for name, images in held_out.items() if len(images)}

@@ -88,8 +88,9 @@ def calibrate_site(artifact_dir: str | Path, data: str | Path, site: str, method
     from pneumo_core.inference import Predictor
     from pneumo_core.inference.calibration import apply_temperature
 
-    if not SITE_NAME.match(site):
-        raise PneumoError(f"site name {site!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if not SITE_NAME.match(site) or site == "default":
+        raise PneumoError(f"site name {site!r}: use 1-64 letters, digits, '.', '_' or '-' ('default' names the "
+                          "model's own operating point)")
     if target_sensitivity is not None:
         if not 0 < target_sensitivity < 1:
             raise PneumoError(f"--target-sensitivity must be between 0 and 1, not {target_sensitivity}")

@@ -18,6 +18,7 @@ import ctypes.util
 import os
 import threading
 import time
+from collections import deque
 from typing import Iterator, Optional
 
 from pneumo_core.errors import PneumoError
@@ -37,20 +38,27 @@ class DecodeBudget:
         self.max_bytes, self.wait_s = max_bytes, wait_s
         self.held = self.peak = 0
         self._cond = threading.Condition()
+        self._queue: deque[object] = deque()  # waiters in arrival order: a large image is not starved
 
     @contextlib.contextmanager
     def reserve(self, nbytes: int, label: str) -> Iterator[None]:
-        """Hold ``nbytes`` (at most the whole budget) while the block runs."""
+        """Hold ``nbytes`` (at most the whole budget) while the block runs; first come, first served."""
         need = max(0, min(int(nbytes), self.max_bytes))
         deadline = time.monotonic() + self.wait_s
+        ticket = object()
         with self._cond:
-            while self.held + need > self.max_bytes:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    if self.held + need > self.max_bytes:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or self.held + need > self.max_bytes:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         raise DecoderBusyError(f"{label}: the server is decoding other large images; its "
                                                f"{self.max_bytes / 2**20:.0f} MB decode budget stayed full for "
                                                f"{self.wait_s:g} s. Try again shortly, or send a smaller image.")
+                    self._cond.wait(left)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
             self.held += need
             self.peak = max(self.peak, self.held)
         try:

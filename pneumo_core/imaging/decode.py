@@ -214,9 +214,15 @@ def _decode_pil(data: bytes, fmt: str, label: str, limits: ImageLimits) -> Decod
     except UnidentifiedImageError as e:
         raise UnreadableImageError(label, f"the {fmt.upper()} header is corrupt or incomplete") from e
     _check_size(label, img.width, img.height, limits)
-    # PIL's copies while loading, compositing and converting: about 4x the decoded mode's size
-    bands = len(img.getbands()) * (2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1)
-    with BUDGET.reserve(img.width * img.height * (bands * 4 + 2), label):
+    # PIL's copies while loading, compositing and converting, per pixel: a palette or grey image
+    # with alpha becomes RGBA, is composited over black, then converted to RGB and to grey
+    if img.mode in ("1", "L"):
+        per_pixel = 3
+    elif img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        per_pixel = 4 * 3 + 1  # 32-bit array, float copies for scaling, the 8-bit result
+    else:
+        per_pixel = 4 * 4 + 3 + 1  # RGBA x4 (decoded, black, composite, converted), RGB, grey
+    with BUDGET.reserve(img.width * img.height * per_pixel, label):
         return _decode_pil_pixels(data, img, fmt, label)
 
 
@@ -350,8 +356,9 @@ def _decode_dicom(data: bytes, label: str, limits: ImageLimits, forced: bool) ->
                                    "Send an image DICOM (e.g. CR/DX), or a JPEG or PNG export.")
     cols, rows = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
     _check_size(label, cols, rows, limits)
-    # the stored array, a float copy for windowing and the 8-bit result
-    with BUDGET.reserve(cols * rows * (int(ds.get("SamplesPerPixel") or 1) * 2 + 8 + 1), label):
+    # the stored array, float64 copies for the modality LUT and the windowing, the 8-bit result
+    stored = int(ds.get("SamplesPerPixel") or 1) * max(1, int(ds.get("BitsAllocated") or 16) // 8)
+    with BUDGET.reserve(cols * rows * (stored + 3 * 8 + 1), label):
         return _decode_dicom_pixels(ds, label)
 
 

@@ -80,22 +80,41 @@ def _candidates(art: Artifact, model: torch.nn.Module) -> list[tuple[str, Callab
     ]
 
 
-def choose_backend(art: Artifact, model: torch.nn.Module, tolerance: float = TOLERANCE) -> tuple[Backend, BackendSelection]:
-    """The fastest accurate backend for ``model`` on this machine, and the record of the choice."""
+def max_change(backend: Backend, art: Artifact, model: torch.nn.Module) -> float:
+    """Largest calibrated-probability change of ``backend`` against torch fp32 on the reference inputs."""
+    x = reference_inputs(art)
+    p_ref = apply_temperature(TorchBackend(model, "fp32")(x), art.temperature)
+    return float(np.abs(apply_temperature(backend(x), art.temperature) - p_ref).max())
+
+
+def choose_backend(art: Artifact, model: torch.nn.Module, tolerance: float = TOLERANCE,
+                   precision: str = "auto") -> tuple[Backend, BackendSelection]:
+    """The fastest accurate backend for ``model`` on this machine, and the record of the choice.
+    ``precision="fp32"`` keeps to fp32 backends (and int8, which is judged by its drift)."""
     x = reference_inputs(art)
     reference = TorchBackend(model, "fp32")
     p_ref = apply_temperature(reference(x), art.temperature)
     one = x[:1]
+    rows: list[BackendCandidate] = []
     if torch.cuda.is_available():
-        cuda = TorchBackend(model, "auto", device="cuda")
-        drift = float(np.abs(apply_temperature(cuda(x), art.temperature) - p_ref).max())
-        if drift <= tolerance:
-            row = BackendCandidate(name=cuda.name, status="chosen", p50_ms=median_ms(cuda, one), max_prob_change=drift)
-            return cuda, _record(row, [row], tolerance, "a CUDA GPU is visible")
-    rows = [BackendCandidate(name=reference.name, status="accurate", p50_ms=median_ms(reference, one),
-                             max_prob_change=0.0, note="the reference")]
+        try:
+            cuda = TorchBackend(model, "fp32" if precision == "fp32" else "auto", device="cuda")
+            drift = float(np.abs(apply_temperature(cuda(x), art.temperature) - p_ref).max())
+        except Exception as exc:  # a GPU that fails (memory, driver) leaves the CPU backends
+            rows.append(BackendCandidate(name="torch-cuda", status="unavailable", note=f"failed: {exc}"[:300]))
+        else:
+            if drift <= tolerance:
+                row = BackendCandidate(name=cuda.name, status="chosen", p50_ms=median_ms(cuda, one),
+                                       max_prob_change=drift)
+                return cuda, _record(row, [row], tolerance, "a CUDA GPU is visible")
+            rows.append(BackendCandidate(name=cuda.name, status="inaccurate", max_prob_change=drift,
+                                         note=f"probabilities move by {drift:.4f} > {tolerance}"))
+    rows.insert(0, BackendCandidate(name=reference.name, status="accurate", p50_ms=median_ms(reference, one),
+                                    max_prob_change=0.0, note="the reference"))
     backends: dict[str, Backend] = {reference.name: reference}
     for name, factory, unavailable in _candidates(art, model):
+        if precision == "fp32" and "bf16" in name:
+            unavailable = "precision fp32 was asked for"
         if unavailable:
             rows.append(BackendCandidate(name=name, status="unavailable", note=unavailable))
             continue

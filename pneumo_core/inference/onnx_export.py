@@ -13,6 +13,7 @@ import torch
 
 from pneumo_core.artifact.store import ONNX_FILES, SUMS, WEIGHTS, Artifact, build_model, load_artifact, write_checksums
 from pneumo_core.data.preprocess import Preprocessing
+from pneumo_core.errors import PneumoError
 from pneumo_core.hashing import sha256_file
 
 OPSET = 18
@@ -51,17 +52,28 @@ def cache_root() -> Path:
 def _artifact_key(art: Artifact) -> str:
     """Digest of what the export depends on: the checksummed weights, the network and
     preprocessing metadata (not the thresholds, sites or profiles beside them), torch, opset."""
-    listed = dict(reversed(line.split("  ", 1)) for line in (art.folder / SUMS).read_text().splitlines() if line)
-    network = {k: art.raw.get(k) for k in ("model", "preprocessing", "ensemble", "classes")}
+    import importlib.metadata as md
+
+    listed = {name: digest for digest, _, name in (line.partition("  ") for line in
+                                                      (art.folder / SUMS).read_text().splitlines())}
+    network = {k: art.raw.get(k) for k in ("model", "preprocessing", "ensemble", "classes", "plugins")}
+    versions = []
+    for dist in ("torch", "timm", "pneumo"):
+        try:
+            versions.append(md.version(dist))
+        except md.PackageNotFoundError:
+            versions.append("-")
     parts = [listed.get(WEIGHTS) or sha256_file(art.folder / WEIGHTS), json.dumps(network, sort_keys=True, default=str),
-             torch.__version__, str(OPSET)]
+             *versions, str(OPSET)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def onnx_model_for(art: Artifact, model: torch.nn.Module) -> Path:
     """The ONNX file of ``art``: its own ``model.onnx`` (checksummed with the artifact) or an export
-    of ``model`` in the cache, keyed by the artifact's digests and verified by its own SHA-256 on
-    every use. Concurrent processes (gunicorn workers) export once: the others wait on a lock."""
+    of ``model`` in the cache, keyed by the artifact's digests and library versions and verified
+    by its own SHA-256 on every use (against damage; against tampering, the loaders also compare
+    its answers with the PyTorch model's). Concurrent processes (gunicorn workers) export once:
+    the others wait on a lock."""
     own = art.folder / ONNX_FILES["onnx"]
     if own.is_file():
         return own
@@ -73,13 +85,17 @@ def onnx_model_for(art: Artifact, model: torch.nn.Module) -> Path:
 
     if valid():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not valid():
-            log.info("exporting %s to ONNX in %s (once per model version)", art.meta.name, folder)
-            write_onnx(model, art.meta.preprocessing, path)
-            tmp = folder / f".sha256.{os.getpid()}.tmp"
-            tmp.write_text(sha256_file(path) + "\n")
-            tmp.replace(digest)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's own: others cannot swap models in
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not valid():
+                log.info("exporting %s to ONNX in %s (once per model version)", art.meta.name, folder)
+                write_onnx(model, art.meta.preprocessing, path)
+                tmp = folder / f".sha256.{os.getpid()}.tmp"
+                tmp.write_text(sha256_file(path) + "\n")
+                tmp.replace(digest)
+    except OSError as exc:
+        raise PneumoError(f"cannot write the ONNX export cache {folder} ({exc.strerror or exc}): set "
+                          "PNEUMO_CACHE_DIR to a writable folder, or run `pneumo export ARTIFACT` first") from None
     return path

@@ -18,8 +18,8 @@ from pneumo_core.artifact.store import ONNX_FILES, Artifact, artifact_plugins, b
 from pneumo_core.data.preprocess import resize_square, to_input
 from pneumo_core.inference.calibration import apply_temperature
 from pneumo_core.imaging import DecodedImage, ImageLimits, load_image
-from pneumo_core.errors import ModelOutputError
-from pneumo_core.inference.backend_choice import choose_backend, warn_if_emulated_bf16
+from pneumo_core.errors import ArtifactError, ModelOutputError
+from pneumo_core.inference.backend_choice import TOLERANCE, choose_backend, max_change, warn_if_emulated_bf16
 from pneumo_core.inference.backends import BACKENDS, OnnxBackend, OpenVinoBackend, TorchBackend
 from pneumo_core.inference.onnx_export import onnx_model_for
 from pneumo_core.inference.batcher import MicroBatcher
@@ -76,7 +76,7 @@ class Predictor:
         self.model = build_model(self.artifact, self.pm)
         given = "given explicitly"
         if backend == "auto":
-            self.backend, self.backend_selection = choose_backend(self.artifact, self.model)
+            self.backend, self.backend_selection = choose_backend(self.artifact, self.model, precision=precision)
             return
         if backend == "torch":
             self.backend = TorchBackend(self.model, precision)
@@ -84,9 +84,18 @@ class Predictor:
                 given = warn_if_emulated_bf16(self.model, self.artifact) or given
         elif backend == "onnx-int8":
             self.backend = OnnxBackend(self.artifact.folder / ONNX_FILES[backend], name=backend)
+            drift = max_change(self.backend, self.artifact, self.model)
+            if drift > TOLERANCE:  # explicit wins, but not silently
+                given = (f"given explicitly; its probabilities move by up to {drift:.4f} from fp32 on the reference "
+                         f"inputs (> {TOLERANCE}): it may have been quantised for another CPU")
+                log.warning("onnx-int8: %s", given)
         else:
             path = onnx_model_for(self.artifact, self.model)
             self.backend = OnnxBackend(path) if backend == "onnx" else OpenVinoBackend(path)
+            drift = max_change(self.backend, self.artifact, self.model)
+            if drift > TOLERANCE:  # an export must reproduce the weights it came from
+                raise ArtifactError(f"{path}: the ONNX export answers unlike the model (probabilities move by "
+                                    f"{drift:.4f}); delete it (and its cache folder) so that it is exported again")
         self.backend_selection = BackendSelection(chosen=self.backend.name, reason=given)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

@@ -51,8 +51,9 @@ class ModelInfo(BaseModel):
                              examples=[0.662])
     classes: list[str] = Field(description="Class names, index = label.", examples=[["NORMAL", "PNEUMONIA"]])
     positive_class: str = Field(description="Class whose probability is reported.", examples=["PNEUMONIA"])
-    backend: str = Field(description="The backend that answered: torch-fp32, torch-bf16, torch-cuda-fp16, "
-                                     "torch-cuda-bf16, onnx, openvino or onnx-int8.", examples=["onnx"])
+    backend: str = Field(description="The backend that answered: torch-fp32, torch-bf16, torch-cuda-fp32, "
+                                     "torch-cuda-fp16, torch-cuda-bf16, onnx, openvino, openvino-bf16 or onnx-int8.",
+                         examples=["onnx"])
 
 
 class BackendCandidate(BaseModel):

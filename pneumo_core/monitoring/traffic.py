@@ -36,8 +36,8 @@ class TrafficMonitor:
         with self._lock:
             rows = list(self._recent.get(site, ()))
         point = self.points[site]
-        p = np.array([r[0] for r in rows], dtype=np.float64)
-        prevalence = em_prevalence(p, point["train_prior"]) if len(rows) else float("nan")
+        p = np.array([r[0] for r in rows if not r[2]], dtype=np.float64)  # not images flagged as foreign
+        prevalence = em_prevalence(p, point["train_prior"]) if len(p) else float("nan")
         ppv, npv = predictive_values(point["sensitivity"], point["specificity"], prevalence)
         ppv0, npv0 = predictive_values(point["sensitivity"], point["specificity"], point["train_prior"])
         flagged = [r[2] for r in rows if r[2] is not None]

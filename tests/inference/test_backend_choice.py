@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from harness import run_cli
@@ -78,6 +79,37 @@ def test_onnx_serves_without_an_export_step_from_a_verified_cache(smoke_artifact
     good = cached.read_bytes()
     cached.write_bytes(good[: len(good) // 2])
     assert onnx_model_for(art, build_model(art)).read_bytes() == good
+    assert (cached.parent.stat().st_mode & 0o077) == 0, "the cache folder is the user's own"
+
+
+def test_a_swapped_cached_export_is_refused(smoke_artifact, tmp_path, monkeypatch):
+    """The cache's own hash only catches damage: one who can write the cache could swap in another
+    model with a matching hash file. Loading compares the export's answers with the weights'."""
+    import torch
+
+    from pneumo_core import ArtifactError
+    from pneumo_core.hashing import sha256_file
+    from pneumo_core.inference.onnx_export import write_onnx
+
+    monkeypatch.setenv("PNEUMO_CACHE_DIR", str(tmp_path / "cache"))
+    art = load_artifact(smoke_artifact)
+    model = build_model(art)
+    cached = onnx_model_for(art, model)
+    other = build_model(art)
+    head = [m for m in other.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias[1] += 5.0  # another model: every probability moves
+    write_onnx(other, art.meta.preprocessing, cached)
+    (cached.parent / "model.onnx.sha256").write_text(sha256_file(cached) + "\n")
+    with pytest.raises(ArtifactError, match="answers unlike the model"):
+        Predictor(smoke_artifact, backend="onnx", batching=False)
+
+
+def test_precision_fp32_keeps_auto_to_fp32_backends(smoke_artifact):
+    art = load_artifact(smoke_artifact)
+    _, sel = backend_choice.choose_backend(art, build_model(art), precision="fp32")
+    assert "bf16" not in sel.chosen
+    assert all(r.status == "unavailable" for r in sel.candidates if "bf16" in r.name)
 
 
 def test_the_cli_says_what_auto_chose(smoke_artifact, tmp_path):

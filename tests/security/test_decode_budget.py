@@ -21,16 +21,39 @@ def _rgba_png(side: int) -> bytes:
     return buf.getvalue()
 
 
-def test_concurrent_large_decodes_never_exceed_the_budget(monkeypatch):
-    budget = DecodeBudget(max_bytes=40 * 2**20)
-    monkeypatch.setattr("pneumo_core.imaging.decode.BUDGET", budget)
-    png = _rgba_png(1500)  # about 40 MB of PIL copies estimated, a few kB on disk
+def test_concurrent_large_decodes_run_one_at_a_time_within_the_budget(monkeypatch):
+    from pneumo_core.imaging import decode
+
+    budget = DecodeBudget(max_bytes=60 * 2**20)
+    monkeypatch.setattr(decode, "BUDGET", budget)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    real = decode._decode_pil_pixels
+
+    def counting(*args):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)  # long enough for the other threads to try to start
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(decode, "_decode_pil_pixels", counting)
+    png = _rgba_png(1500)  # about 47 MB of PIL copies estimated, a few kB on disk
     assert len(png) < 100_000
     with ThreadPoolExecutor(4) as pool:
         out = list(pool.map(lambda i: load_image(png, name=f"big{i}.png"), range(4)))
     assert all(d.pixels.shape == (1500, 1500) for d in out)
-    assert 0 < budget.peak <= budget.max_bytes, "two large decodes ran at once"
+    assert most[0] == 1, f"{most[0]} large decodes ran at once"
     assert budget.held == 0
+    small = _rgba_png(200)  # small ones share the budget
+    most[0] = 0
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: load_image(small), range(8)))
+    assert most[0] > 1
 
 
 def test_an_image_larger_than_the_budget_still_decodes_alone(monkeypatch):
