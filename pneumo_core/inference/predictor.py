@@ -167,8 +167,9 @@ class Predictor:
 
     # -- requests -------------------------------------------------------------------------
     def predict(self, request: PredictRequest) -> PredictResponse:
-        """Answer a request. Raises ImageError for unreadable inputs and PredictionRejected when a
-        plugin refuses the request; both name the cause."""
+        """Answer a request. Raises ImageError for unreadable inputs, PredictionRejected when a
+        plugin refuses the request, UnknownSiteError for a site the artifact has no profile for, and
+        OutOfDistributionError for a foreign image under ``ood_policy="reject"``; each names the cause."""
         t0 = time.perf_counter()
         site = resolve_site(self.artifact.sites, request.site) if request.site else None
         self.pm.hook.pneumo_before_predict(request=request)
