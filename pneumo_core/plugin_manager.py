@@ -187,6 +187,13 @@ class PneumoPluginManager(pluggy.PluginManager):
         return out
 
 
+def registered_plugin_modules() -> set[str]:
+    """Modules that installed packages register as ``pneumo`` plugins (entry points): the ones
+    that load without asking, as opposed to ``.py`` files and other modules a config or an
+    artifact names, whose code runs when they load."""
+    return {ep.module for ep in md.entry_points(group="pneumo")}
+
+
 def get_plugin_manager(config_plugins: Sequence[str] = (), base_dir: Optional[Path] = None) -> PneumoPluginManager:
     """Build a manager with entry-point plugins and the given config-listed plugins."""
     pm = PneumoPluginManager()

@@ -216,9 +216,9 @@ def artifact_plugins(artifact: Artifact) -> list[str]:
     """The config-listed plugins an artifact needs. Loading one runs its code, so only modules an
     installed package registers as ``pneumo`` plugins (entry points) load without asking; any
     other module name, and any ``.py`` file, needs ``PNEUMO_TRUST_ARTIFACT_PLUGINS=1``."""
-    import importlib.metadata as md
+    from pneumo_core.plugin_manager import registered_plugin_modules
 
-    registered = {ep.module for ep in md.entry_points(group="pneumo")}
+    registered = registered_plugin_modules()
     untrusted = [p for p in artifact.meta.plugins if p not in registered]
     if untrusted and os.environ.get("PNEUMO_TRUST_ARTIFACT_PLUGINS") != "1":
         raise ArtifactError(f"{artifact.folder}: the model needs plugins {untrusted}, which no installed package "

@@ -7,7 +7,7 @@ import json
 def _validate(args) -> int:
     from pneumo_core.config import load_config
 
-    rc = load_config(args.file, args.set or [])
+    rc = load_config(args.file, args.set or [], load_plugins=args.load_plugins)
     print(f"{args.file}: ok (model {rc.config.model.name}, data {rc.config.data.name}, "
           f"augment {rc.config.augment.name})")
     return 0
@@ -18,7 +18,7 @@ def _show(args) -> int:
 
     from pneumo_core.config import load_config
 
-    rc = load_config(args.file, args.set or [])
+    rc = load_config(args.file, args.set or [], load_plugins=args.load_plugins)
     print(yaml.safe_dump(rc.config.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
@@ -38,12 +38,13 @@ def add_cli(sub) -> None:
     p = sub.add_parser("config", help="validate a config, show it resolved, print its JSON Schema")
     cs = p.add_subparsers(dest="config_command", required=True)
     v = cs.add_parser("validate", help="check a config and its plugins' params")
-    v.add_argument("file")
-    add_set_option(v)
-    v.set_defaults(handler=_validate)
     s = cs.add_parser("show", help="print the config with defaults filled in")
-    s.add_argument("file")
-    add_set_option(s)
-    s.set_defaults(handler=_show)
+    for cmd, handler in ((v, _validate), (s, _show)):
+        cmd.add_argument("file")
+        add_set_option(cmd)
+        cmd.add_argument("--load-plugins", action="store_true",
+                         help="also import the .py files and modules the config lists as plugins (their code runs); "
+                              "by default only installed plugin packages load")
+        cmd.set_defaults(handler=handler)
     j = cs.add_parser("schema", help="print the JSON Schema of config files")
     j.set_defaults(handler=_schema)

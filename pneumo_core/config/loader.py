@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from pneumo_core.config.schema import ExperimentConfig
 from pneumo_core.errors import ConfigError, PluginError
-from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager
+from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager, registered_plugin_modules
 
 _PLUGIN_SECTIONS = {"model": PneumoPluginManager.model, "data": PneumoPluginManager.dataset,
                     "augment": PneumoPluginManager.augmentation}  # config section -> typed getter
@@ -114,17 +114,23 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[Path] = None,
-            pm: Optional[PneumoPluginManager] = None) -> ResolvedConfig:
-    """Validate a config dict and each plugin's params against the plugin's own schema."""
+            pm: Optional[PneumoPluginManager] = None, load_plugins: bool = True) -> ResolvedConfig:
+    """Validate a config dict and each plugin's params against the plugin's own schema.
+
+    With ``load_plugins=False`` only plugins of installed packages (entry points) load: the
+    ``.py`` files and other modules the config lists are not imported (their code would run)."""
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    registered = registered_plugin_modules()
+    listed = config.plugins if load_plugins else [p for p in config.plugins if p in registered]
+    skipped = [p for p in config.plugins if p not in listed]
     try:
         if pm is None:
-            pm = get_plugin_manager(config.plugins, base_dir)
+            pm = get_plugin_manager(listed, base_dir)
         else:
-            pm.load_config_plugins(config.plugins, base_dir)
+            pm.load_config_plugins(listed, base_dir)
     except PluginError as exc:
         raise ConfigError(f"{source}: plugins: {exc}") from None
     params: dict[str, BaseModel] = {}
@@ -133,7 +139,9 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
         try:
             spec = getter(pm, ref.name)
         except PluginError as exc:
-            raise ConfigError(f"{source}: {section}.name: {exc}") from None
+            hint = (f" (not imported: {', '.join(skipped)}, whose code would run; pass --load-plugins if you trust "
+                    "them)") if skipped else ""
+            raise ConfigError(f"{source}: {section}.name: {exc}{hint}") from None
         try:
             params[section] = spec.params_model.model_validate(ref.params)
         except ValidationError as exc:
@@ -142,12 +150,13 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),
-                pm: Optional[PneumoPluginManager] = None) -> ResolvedConfig:
-    """Read a YAML config, apply ``--set`` overrides, validate it and its plugins' params."""
+                pm: Optional[PneumoPluginManager] = None, load_plugins: bool = True) -> ResolvedConfig:
+    """Read a YAML config, apply ``--set`` overrides, validate it and its plugins' params
+    (``load_plugins``: see :func:`resolve`)."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
     try:
-        return resolve(data, str(path), path.resolve().parent, pm)
+        return resolve(data, str(path), path.resolve().parent, pm, load_plugins)
     except ConfigError as exc:
         raise ConfigError(_blame_overrides(str(exc), str(path), overrides)) from None
 

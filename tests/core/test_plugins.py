@@ -79,8 +79,8 @@ def test_config_listed_module_and_file_plugins(tmp_path, monkeypatch, repo):
     origins = {i.name: i.origin for i in rc.pm.describe()}
     assert origins["mod_plugin"] == "config (mod_plugin)"
     assert origins["file_plugin"].startswith("config (") and "file_plugin.py" in origins["file_plugin"]
-    # the CLI sees it too
-    out = run_cli("config", "validate", str(cfg), env={"PYTHONPATH": str(tmp_path)})
+    # the CLI sees it too, once told to run the plugins' code
+    out = run_cli("config", "validate", str(cfg), "--load-plugins", env={"PYTHONPATH": str(tmp_path)})
     assert out.returncode == 0, out.stderr
 
 

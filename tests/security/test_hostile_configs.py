@@ -62,3 +62,26 @@ def test_infinite_or_absurd_values_are_refused(repo, override, key):
 def test_a_deep_override_is_refused(repo):
     out = _validate(repo / "configs" / "smoke.yaml", "--set", "train.lr=" + "[" * 5000 + "]" * 5000)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nested" in out.stderr
+
+
+def test_validate_runs_no_plugin_code_unless_asked(tmp_path):
+    """`config validate` on someone else's config must not execute the .py plugins it lists."""
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from pneumo_core import ModelSpec, hookimpl\n"
+        "@hookimpl\ndef pneumo_models():\n"
+        "    from plugins.models.resnet18 import pneumo_models as base\n"
+        "    return [ModelSpec(name='evil-net', build=base()[0].build, params_model=base()[0].params_model,\n"
+        "                      cam_layer=base()[0].cam_layer)]\n")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("plugins: [./evil.py]\nmodel: {name: evil-net}\ndata: {name: synthetic}\n")
+    out = _validate(cfg)
+    assert out.returncode == 2 and not marker.exists(), "validate imported a plugin file"
+    assert "not imported: ./evil.py" in out.stderr and "--load-plugins" in out.stderr
+    plain = tmp_path / "plain.yaml"  # a config whose sections need no listed plugin still validates
+    plain.write_text("plugins: [./evil.py]\nmodel: {name: resnet18}\ndata: {name: synthetic}\n")
+    assert _validate(plain).returncode == 0 and not marker.exists()
+    trusted = _validate(cfg, "--load-plugins")
+    assert trusted.returncode == 0, trusted.stderr
+    assert marker.read_text() == "ran"
