@@ -181,6 +181,17 @@ def load_artifact(folder: str | Path, verify: bool = True) -> Artifact:
                     sites)
 
 
+def update_metadata(artifact: Artifact, key: str, value: Any) -> None:
+    """Set one top-level key of the artifact's ``model.json`` (atomically) and rewrite SHA256SUMS."""
+    raw = {**artifact.raw, key: value}
+    ArtifactMeta.model_validate(raw)
+    tmp = artifact.folder / f".{META}.tmp"
+    tmp.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+    tmp.replace(artifact.folder / META)
+    write_checksums(artifact.folder)
+    artifact.raw = raw
+
+
 def load_ood(artifact: Artifact) -> Optional[OodProfile]:
     """The artifact's out-of-distribution profile (checksummed with it), or None without one."""
     path = artifact.folder / OOD_FILE

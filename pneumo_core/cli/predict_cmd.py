@@ -124,8 +124,8 @@ def _run(args) -> int:
             bar.update(len(chunk))
     info = predictor.info
     if args.json:  # all batches as one response of the shared schema
-        response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results, site=SiteInfo(
-            **site.model_dump(include={"name", "version", "threshold", "temperature", "sha256"})) if site else None,
+        response = PredictResponse(request_id=uuid.uuid4().hex, model=info, results=results,
+                                   site=SiteInfo.of(site) if site else None,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         print(response.model_dump_json(indent=2))
     print(f"model {info.name} {info.version} on {info.backend} ({predictor.backend_selection.reason}), "

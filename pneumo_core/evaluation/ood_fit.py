@@ -2,7 +2,6 @@
 ``pneumo ood fit ARTIFACT --data CONFIG`` (the bundled model included)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,7 +31,7 @@ def write_profile(folder: Path, train: np.ndarray, held_out: dict[str, np.ndarra
 
 def fit_artifact(artifact_dir: str | Path, data_config: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Add (or replace) the profile of an existing artifact, drawn from the splits it was trained on."""
-    from pneumo_core.artifact.store import META, artifact_plugins, load_artifact, write_checksums
+    from pneumo_core.artifact.store import artifact_plugins, load_artifact, update_metadata
     from pneumo_core.config.loader import load_config
     from pneumo_core.data.cache import decode_all, fingerprint
     from pneumo_core.data.splits import assign_splits
@@ -54,11 +53,6 @@ def fit_artifact(artifact_dir: str | Path, data_config: str | Path, overrides: S
         raise PneumoError(f"{data_config}: the dataset gives no training or validation images to fit the profile on")
     held_out = {n: decode_all(splits[n], size, f"decode {n}") for n in names}
     summary = write_profile(art.folder, decode_all(splits["train"], size, "decode train"), held_out)
-    raw = dict(art.raw)
-    raw["ood"] = summary
-    tmp = art.folder / f".{META}.tmp"
-    tmp.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
-    tmp.replace(art.folder / META)
-    write_checksums(art.folder)
+    update_metadata(art, "ood", summary)
     OodProfile.load(art.folder / OOD_FILE)  # what serving will read
     return summary

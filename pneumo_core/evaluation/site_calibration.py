@@ -3,7 +3,6 @@ small labelled local sample, with an honest bootstrap CI, and store it in the ar
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -80,7 +79,7 @@ def calibrate_site(artifact_dir: str | Path, data: str | Path, site: str, method
                    target_sensitivity: Optional[float] = None, bootstrap: int = 1000,
                    backend: str = "auto") -> dict[str, Any]:
     """Fit and store ``site``'s operating point; returns the stored profile."""
-    from pneumo_core.artifact.store import META, write_checksums
+    from pneumo_core.artifact.store import update_metadata
     from pneumo_core.data.preprocess import preprocess
     from pneumo_core.evaluation.calibration import fit_temperature
     from pneumo_core.evaluation.threshold import choose_threshold
@@ -129,12 +128,7 @@ def calibrate_site(artifact_dir: str | Path, data: str | Path, site: str, method
         "ci_method": f"{bootstrap} bootstrap resamples, threshold refitted in each, scored out of bag",
     }
     profile["sha256"] = profile_digest(profile)
-    raw = dict(art.raw)
-    raw["sites"] = {**(raw.get("sites") or {}), site: profile}
-    tmp = art.folder / f".{META}.tmp"
-    tmp.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
-    tmp.replace(art.folder / META)
-    write_checksums(art.folder)
+    update_metadata(art, "sites", {**(art.raw.get("sites") or {}), site: profile})
     _write_card_section(art.folder / "report.md", profile)
     return profile
 

@@ -205,9 +205,8 @@ class Predictor:
                 out_of_distribution=flagged, ood_score=None if score is None else round(score, 1),
                 heatmap_png_base64=base64.b64encode(self.heatmap_png(resized[i], batch[i])).decode()
                 if request.heatmap else None))
-        site_info = SiteInfo(**site.model_dump(include={"name", "version", "threshold", "temperature", "sha256"})) \
-            if site else None
-        response = PredictResponse(request_id=request.request_id, model=self.info, site=site_info, results=results,
+        response = PredictResponse(request_id=request.request_id, model=self.info,
+                                   site=SiteInfo.of(site) if site else None, results=results,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
         self.pm.hook.pneumo_after_predict(request=request, result=response)
         return response

@@ -108,6 +108,11 @@ class SiteInfo(BaseModel):
     temperature: float = Field(description="The site's calibration temperature.")
     sha256: str = Field(description="Digest of the site profile.")
 
+    @classmethod
+    def of(cls, profile: BaseModel) -> "SiteInfo":
+        """The echo of a stored site profile (``artifact.sites.SiteProfile``)."""
+        return cls(**profile.model_dump(include=set(cls.model_fields)))
+
 
 class PredictResponse(BaseModel):
     """The answer to a request: the model and site that answered, one result per image, in order."""
