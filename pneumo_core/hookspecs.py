@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from pneumo_core.records import AugmentationSpec, DatasetSpec, HealthCheck, ModelSpec, RunInfo
+from pneumo_core.records import AugmentationSpec, DatasetSpec, HealthCheck, LoggerSpec, ModelSpec, RunInfo
 
 if TYPE_CHECKING:  # the inference package imports this module's manager: annotations only
     from pneumo_core.inference import Predictor, PredictRequest, PredictResponse
@@ -41,6 +41,16 @@ def pneumo_augmentations() -> list[AugmentationSpec]:
     """Return a list of :class:`~pneumo_core.records.AugmentationSpec` this plugin provides.
 
     Called once when the registry is built.
+    """
+
+
+@hookspec
+def pneumo_loggers() -> list[LoggerSpec]:
+    """Return a list of :class:`~pneumo_core.records.LoggerSpec` (experiment trackers) this
+    plugin provides.
+
+    Called once when the registry is built. A config turns one on by naming it in its
+    ``loggers`` list; the trainer builds it on rank 0 only.
     """
 
 

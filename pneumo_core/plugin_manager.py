@@ -25,12 +25,14 @@ import pluggy
 
 import pneumo_core.hookspecs as hookspecs
 from pneumo_core.errors import PluginError
-from pneumo_core.records import AugmentationSpec, DatasetSpec, ModelSpec, Record, normalize_name
+from pneumo_core.records import AugmentationSpec, DatasetSpec, LoggerSpec, ModelSpec, Record, normalize_name
 
 hookimpl = pluggy.HookimplMarker("pneumo")
 ENTRY_POINT_GROUP = "pneumo"
-_KINDS = {"models": "pneumo_models", "datasets": "pneumo_datasets", "augmentations": "pneumo_augmentations"}
-_RECORD_TYPES = {"models": ModelSpec, "datasets": DatasetSpec, "augmentations": AugmentationSpec}
+_KINDS = {"models": "pneumo_models", "datasets": "pneumo_datasets", "augmentations": "pneumo_augmentations",
+          "loggers": "pneumo_loggers"}
+_RECORD_TYPES = {"models": ModelSpec, "datasets": DatasetSpec, "augmentations": AugmentationSpec,
+                 "loggers": LoggerSpec}
 R = TypeVar("R", bound=Record)
 
 
@@ -42,6 +44,7 @@ class PluginInfo:
     origin: str  # "builtin", "entry point (dist x.y)", "config (path)"
     module: str
     provides: tuple[str, ...]
+    params: dict[str, dict]  # "kind:name" -> JSON Schema of that record's params
 
 
 def _names_from_env(var: str) -> Optional[set[str]]:
@@ -169,21 +172,30 @@ class PneumoPluginManager(pluggy.PluginManager):
         """The augmentation record named ``name``; PluginError listing the known ones otherwise."""
         return self._get("augmentations", name, AugmentationSpec)
 
+    def logger(self, name: str) -> LoggerSpec:
+        """The logger record named ``name``; PluginError listing the known ones otherwise."""
+        return self._get("loggers", name, LoggerSpec)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.registry[kind])
 
     def describe(self) -> list[PluginInfo]:
         """Every loaded plugin with its origin and what it provides, in load order."""
         provided: dict[str, list[str]] = {}
+        schemas: dict[str, dict[str, dict]] = {}
         for kind, table in self.registry.items():
-            for name, (_, plugin) in table.items():
+            for name, (record, plugin) in table.items():
                 provided.setdefault(plugin, []).append(f"{kind[:-1]}:{name}")
+                model = getattr(record, "params_model", None)
+                if model is not None:
+                    schemas.setdefault(plugin, {})[f"{kind[:-1]}:{name}"] = model.model_json_schema()
         out = []
         for name, plugin in self.list_name_plugin():
             hooks = [h.name for h in self.get_hookcallers(plugin) or []
                      if h.name not in _KINDS.values()]
             provides = tuple(sorted(provided.get(name, []))) + tuple(f"hook:{h}" for h in sorted(hooks))
-            out.append(PluginInfo(name, self.origins.get(name, "?"), getattr(plugin, "__name__", "?"), provides))
+            out.append(PluginInfo(name, self.origins.get(name, "?"), getattr(plugin, "__name__", "?"), provides,
+                                  schemas.get(name, {})))
         return out
 
 

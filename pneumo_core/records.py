@@ -136,6 +136,40 @@ class AugmentationSpec(Record):
     description: str = ""
 
 
+class RunLogger(Protocol):
+    """What a logger's ``build`` returns; the trainer calls it on rank 0 only.
+
+    ``start(params, resumed)`` once per process, with the experiment config flattened to
+    ``{"train.lr": 0.002, ...}``; ``resumed`` is True when the run continues from a checkpoint
+    and must continue the same tracked run. ``log_metrics(metrics, step)`` after each epoch
+    (``step`` is the 1-based epoch; a step may come again after a resume: keep one value per step).
+    ``log_artifact(folder, metrics)`` once, with the written model artifact and its final metrics.
+    ``close(status)`` always, last: ``"finished"``, ``"interrupted"`` (will resume) or ``"failed"``.
+    """
+
+    def start(self, params: dict[str, Any], resumed: bool) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_artifact(self, folder: Any, metrics: dict[str, float]) -> None: ...
+
+    def close(self, status: Literal["finished", "interrupted", "failed"]) -> None: ...
+
+
+class LoggerBuilder(Protocol):
+    def __call__(self, params: Any, run: RunInfo) -> RunLogger: ...
+
+
+@dataclass(frozen=True)
+class LoggerSpec(Record):
+    """An experiment tracker (CSV, TensorBoard, MLflow...), chosen in the config's ``loggers``
+    list. ``build(params, run) -> RunLogger`` is called on rank 0 when training starts."""
+
+    build: LoggerBuilder
+    params_model: type[BaseModel] = NoParams
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class HealthCheck(Record):
     """A named readiness check contributed by a plugin; ``check()`` returns (ok, detail)."""

@@ -27,6 +27,7 @@ class ResolvedConfig:
     model_params: BaseModel
     data_params: BaseModel
     augment_params: BaseModel
+    logger_params: tuple[BaseModel, ...] = ()
 
 
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
@@ -146,7 +147,15 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
             params[section] = spec.params_model.model_validate(ref.params)
         except ValidationError as exc:
             raise ConfigError(_format_errors(source, exc, f"{section}.params")) from None
-    return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"])
+    loggers = []
+    for i, ref in enumerate(config.loggers):
+        try:
+            loggers.append(pm.logger(ref.name).params_model.model_validate(ref.params))
+        except PluginError as exc:
+            raise ConfigError(f"{source}: loggers.{i}.name: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(source, exc, f"loggers.{i}.params")) from None
+    return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"], tuple(loggers))
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),

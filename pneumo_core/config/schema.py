@@ -136,6 +136,9 @@ class ExperimentConfig(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     augment: AugmentSection = Field(default_factory=AugmentSection)
+    loggers: list[PluginRef] = Field(default_factory=lambda: [PluginRef(name="csv")], description="Experiment "
+                                     "trackers fed each epoch's metrics on rank 0: csv (metrics.csv in the run "
+                                     "folder), tensorboard, mlflow, or a plugin's.")
     train: TrainSection = Field(default_factory=TrainSection)
     serve: ServeSection = Field(default_factory=ServeSection)
     hpc: HpcSection = Field(default_factory=HpcSection)

@@ -32,6 +32,7 @@ from pneumo_core.training.loader import CachedImages, EpochBatchSampler, make_lo
 from pneumo_core.training.runtime import init_distributed
 from pneumo_core.training.schedule import make_optimizer, make_scheduler
 from pneumo_core.training.sync_batchnorm import convert_to_cpu_sync_bn
+from pneumo_core.training.tracking import Trackers
 from pneumo_core.training.validation import loss_and_auc, predict_logits
 
 log = logging.getLogger("pneumo.train")
@@ -114,13 +115,23 @@ def train(rc: ResolvedConfig, run_dir: Path, resume: bool = True, progress: Opti
     """
     flag = _StopFlag()
     flag.install()
+    trackers = Trackers()
     try:
-        return _train(rc, Path(run_dir), resume, progress, flag)
+        artifact = _train(rc, Path(run_dir), resume, progress, flag, trackers)
+    except TrainingInterrupted:
+        trackers.close("interrupted")
+        raise
+    except BaseException:
+        trackers.close("failed")
+        raise
     finally:
         flag.restore()
+    trackers.close("finished")
+    return artifact
 
 
-def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[bool], flag: _StopFlag) -> Path:
+def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[bool], flag: _StopFlag,
+           trackers: Trackers) -> Path:
     cfg, tc = rc.config, rc.config.train
     dinfo = init_distributed(tc.device)
     device = pick_device(tc.device)
@@ -206,6 +217,8 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
               f"{dinfo.world_size} process(es); images: {sizes}; {steps_per_epoch} steps of {tc.batch_size} per epoch",
               file=sys.stderr, flush=True)
     run = RunInfo(run_dir=run_dir, config=cfg, rank=dinfo.rank, world_size=dinfo.world_size, history=history)
+    if dinfo.is_main:
+        trackers.open(rc, run, resumed=state is not None)
     rc.pm.hook.pneumo_train_start(run=run)
 
     def checkpoint(epoch: int, batch: int, finished: bool = False, epoch_losses: Optional[list] = None) -> None:
@@ -293,6 +306,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
         else:
             stale += 1
         if dinfo.is_main:
+            trackers.log_metrics(metrics)
             rc.pm.hook.pneumo_epoch_end(run=run, metrics=dict(metrics))
             scores = " ".join(f"{k}={v:.4f}" for k, v in val_scores.items())
             print(f"epoch {epoch + 1}/{tc.epochs} train_loss={train_loss:.4f} {scores} "
@@ -319,6 +333,7 @@ def _train(rc: ResolvedConfig, run_dir: Path, resume: bool, progress: Optional[b
                            "ema_decay": tc.ema_decay,
                            "precision": precision, "device": str(device), "world_size": dinfo.world_size,
                            "batch_size": tc.batch_size}, train_images=train_images)
+        trackers.log_artifact(artifact_dir)
         rc.pm.hook.pneumo_train_end(run=run, artifact=artifact_dir)
     checkpoint(len(history) if history else epoch, 0, finished=True)
     return artifact_dir

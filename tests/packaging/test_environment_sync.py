@@ -19,7 +19,7 @@ from harness import REPO
 
 ENV_FILE = REPO / "environment.yml"
 PYPROJECT = REPO / "pyproject.toml"
-CHECKED_EXTRAS = ("serve", "runpod", "onnx")
+CHECKED_EXTRAS = ("serve", "runpod", "onnx", "tracking")
 
 # conda package name -> the pip distribution it provides (names canonicalised)
 CONDA_TO_PIP = {

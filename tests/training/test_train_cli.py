@@ -203,9 +203,16 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     single = subprocess.run(_train_cmd(tmp_path / "one", *common), capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp = subprocess.run(torchrun + _train_cmd(tmp_path / "two", *common)[1:], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    trackers = f"loggers=[{{name: tensorboard}}, {{name: mlflow, params: {{tracking_uri: 'sqlite:///{tmp_path}/ml.db'}}}}]"
+    ddp = subprocess.run(torchrun + _train_cmd(tmp_path / "two", *common, "--set", trackers)[1:], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # trackers run on rank 0 only: one event file, one MLflow run
+    assert len(list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/ml.db")
+    assert len(client.search_runs([client.get_experiment_by_name("pneumo").experiment_id])) == 1
     a = load_file(str(tmp_path / "one" / "artifact" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "artifact" / "model.safetensors"))
     assert a.keys() == b.keys()
