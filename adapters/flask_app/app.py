@@ -6,6 +6,7 @@ from typing import Optional
 
 from flask import Flask, Response, g, render_template, request
 
+from adapters.flask_app import kserve
 from adapters.flask_app.api import make_blueprint
 from adapters.flask_app.api.errors import error_body, error_response
 from adapters.flask_app.auth import is_authorized
@@ -18,6 +19,13 @@ from pneumo_core.monitoring import TrafficMonitor
 from pneumo_core.monitoring.traffic import operating_points
 
 _OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json", "/swaggerui/")
+
+
+def _needs_key(path: str) -> bool:
+    """The REST API and the KServe v2 endpoints need a key (when keys are set), but not their probes and docs."""
+    if kserve.owns(path):
+        return not path.startswith(kserve.OPEN_PATHS)
+    return path.startswith("/api/") and not path.startswith(_OPEN_PATHS)
 
 
 def create_app(settings: Optional[Settings] = None, predictor: Optional[Predictor] = None) -> Flask:
@@ -37,13 +45,15 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
                       PNEUMO_SETTINGS=settings, PNEUMO_PREDICTOR=predictor, PNEUMO_MONITOR=monitor, RESTX_MASK_SWAGGER=False,
                       ERROR_404_HELP=False, JSON_SORT_KEYS=False)
     app.register_blueprint(make_blueprint())
+    app.register_blueprint(kserve.bp)
 
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
         path = request.path
-        if path.startswith("/api/") and not path.startswith(_OPEN_PATHS) and not is_authorized(request, settings.api_keys):
-            resp = error_response(401, "unauthorized", "missing or wrong API key: send it as the X-API-Key header")
+        if _needs_key(path) and not is_authorized(request, settings.api_keys):
+            answer = kserve.error_response if kserve.owns(path) else error_response
+            resp = answer(401, "unauthorized", "missing or wrong API key: send it as the X-API-Key header")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="pneumo"'
             return resp
         return None
@@ -60,7 +70,8 @@ def create_app(settings: Optional[Settings] = None, predictor: Optional[Predicto
     @app.errorhandler(Exception)
     def _error(exc: Exception):
         body, status, headers = error_body(exc, settings)
-        resp = error_response(status, body["error"], body["message"])
+        answer = kserve.error_response if kserve.owns(request.path) else error_response
+        resp = answer(status, body["error"], body["message"])
         resp.headers.update(headers)
         return resp
 

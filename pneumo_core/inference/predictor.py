@@ -166,6 +166,39 @@ class Predictor:
             return self._cam(x)
 
     # -- requests -------------------------------------------------------------------------
+    TENSOR_WARNING = ("preprocessed tensor input: the input-quality and out-of-distribution checks need the "
+                      "image and were not run")
+
+    def predict_tensor(self, batch: np.ndarray, request: PredictRequest) -> PredictResponse:
+        """Answer a request whose images come already preprocessed: ``batch`` is float32
+        ``(N, in_chans, S, S)`` as ``self.prep`` makes it, ``request.images`` names its rows (their
+        ``data`` is what the deployment hooks see). No quality or out-of-distribution check can run,
+        which each result's warnings say; under ``ood_policy="reject"`` that is an
+        OutOfDistributionError. Raises ValueError for a wrong shape or non-finite values."""
+        expected = (len(request.images), self.prep.in_chans, self.prep.image_size, self.prep.image_size)
+        if batch.shape != expected:
+            raise ValueError(f"preprocessed batch has shape {list(batch.shape)}, expected {list(expected)}")
+        if not np.isfinite(batch).all():
+            raise ValueError("preprocessed batch holds NaN or infinite values")
+        if self.ood_policy == "reject":
+            raise OutOfDistributionError("this server refuses images it cannot check for being unlike its training "
+                                         "X-rays (serve.ood_policy: reject), and a preprocessed tensor cannot be "
+                                         "checked: send the encoded image instead")
+        t0 = time.perf_counter()
+        site = resolve_site(self.artifact.sites, request.site) if request.site else None
+        self.pm.hook.pneumo_before_predict(request=request)
+        probs = self.probabilities(batch, site.temperature if site else None)
+        classes, thr = self.info.classes, site.threshold if site else self.info.threshold
+        results = [ImageResult(name=img.name, label=classes[1] if float(p) >= thr else classes[0],
+                               probability=float(p), probabilities={classes[0]: 1 - float(p), classes[1]: float(p)},
+                               threshold=thr, warnings=[self.TENSOR_WARNING])
+                   for img, p in zip(request.images, probs)]
+        response = PredictResponse(request_id=request.request_id, model=self.info,
+                                   site=SiteInfo.of(site) if site else None, results=results,
+                                   elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
+        self.pm.hook.pneumo_after_predict(request=request, result=response)
+        return response
+
     def predict(self, request: PredictRequest) -> PredictResponse:
         """Answer a request. Raises ImageError for unreadable inputs, PredictionRejected when a
         plugin refuses the request, UnknownSiteError for a site the artifact has no profile for, and

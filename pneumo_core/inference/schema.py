@@ -37,7 +37,7 @@ class PredictRequest(BaseModel):
     images: list[InputImage] = Field(min_length=1)
     heatmap: bool = Field(False, description="Also return a Grad-CAM overlay per image.")
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    source: str = Field("api", description="Which adapter made the request: rest, runpod, cli.")
+    source: str = Field("api", description="Which adapter made the request: rest, runpod, cli, kserve-v2.")
     client: Optional[str] = Field(None, description="Caller identity when known (e.g. API key id).")
     site: Optional[str] = Field(None, description="Use this site's operating point (pneumo calibrate --site).")
 
