@@ -20,8 +20,8 @@ _SPLITS = {"train", "val", "test"}
 
 class CsvParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="CSV file with a header row.")
-    root: Optional[str] = Field(None, description="Base folder for relative image paths (default: the CSV's folder).")
+    path: Path = Field(description="CSV file with a header row; relative to the config file's folder.")
+    root: Optional[Path] = Field(None, description="Base folder for relative image paths (default: the CSV's folder).")
     classes: Optional[list[str]] = Field(None, description="Class names; index = label. Default: sorted labels.")
     path_column: str = "path"
     label_column: str = "label"

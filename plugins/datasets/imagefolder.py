@@ -19,7 +19,8 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 
 class ImageFolderParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    root: str = Field(description="Folder holding train/val/test (or class folders directly).")
+    root: Path = Field(description="Folder holding train/val/test (or class folders directly); relative to "
+                       "the config file's folder.")
     classes: list[str] = Field(["NORMAL", "PNEUMONIA"], min_length=2, description="Class folder names; index = label.")
     splits: list[str] = Field(["train", "val", "test"], description="Split folders to read when present.")
 

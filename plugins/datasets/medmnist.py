@@ -14,7 +14,8 @@ from pneumo_core import DatasetSpec, PluginError, Sample, SampleTable, hookimpl
 
 class MedMnistParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="Path to the .npz, e.g. pneumoniamnist_224.npz.")
+    path: Path = Field(description="Path to the .npz, e.g. pneumoniamnist_224.npz; relative to the config "
+                       "file's folder.")
     classes: list[str] = Field(["NORMAL", "PNEUMONIA"], min_length=2)
 
 

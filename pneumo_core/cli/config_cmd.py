@@ -7,7 +7,16 @@ import json
 def _validate(args) -> int:
     from pneumo_core.config import load_config
 
+    import sys
+
     rc = load_config(args.file, args.set or [], load_plugins=args.load_plugins)
+    missing = [] if args.no_check_paths else rc.missing_paths()
+    if missing:
+        for line in missing:
+            print(f"{args.file}: {line} (relative paths are read from the config file's folder)", file=sys.stderr)
+        print("error: fix the paths, download the data (`pneumo data download kermany`), or pass --no-check-paths "
+              "to check the config without its files", file=sys.stderr)
+        return 2
     print(f"{args.file}: ok (model {rc.config.model.name}, data {rc.config.data.name}, "
           f"augment {rc.config.augment.name})")
     return 0
@@ -46,5 +55,7 @@ def add_cli(sub) -> None:
                          help="also import the .py files and modules the config lists as plugins (their code runs); "
                               "by default only installed plugin packages load")
         cmd.set_defaults(handler=handler)
+    v.add_argument("--no-check-paths", action="store_true",
+                   help="do not check that the data and other files the config names exist")
     j = cs.add_parser("schema", help="print the JSON Schema of config files")
     j.set_defaults(handler=_schema)

@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pneumo_core.config.paths import missing_paths, resolve_paths
 from pneumo_core.config.schema import ExperimentConfig
 from pneumo_core.errors import ConfigError, PluginError
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager, registered_plugin_modules
@@ -28,6 +29,13 @@ class ResolvedConfig:
     data_params: BaseModel
     augment_params: BaseModel
     logger_params: tuple[BaseModel, ...] = ()
+
+    def missing_paths(self) -> list[str]:
+        """Each plugin path parameter (already resolved against the config's folder) that names
+        nothing on disk, as ``"data.params.root: /x does not exist"``."""
+        sections = [("model", self.model_params), ("data", self.data_params), ("augment", self.augment_params)]
+        sections += [(f"loggers.{i}", p) for i, p in enumerate(self.logger_params)]
+        return [line for name, params in sections for line in missing_paths(name, params)]
 
 
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
@@ -115,9 +123,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[Path] = None,
-            pm: Optional[PneumoPluginManager] = None, load_plugins: bool = True) -> ResolvedConfig:
+            pm: Optional[PneumoPluginManager] = None, load_plugins: bool = True,
+            cwd_keys: Sequence[str] = ()) -> ResolvedConfig:
     """Validate a config dict and each plugin's params against the plugin's own schema.
 
+    Relative ``Path`` params are joined to ``base_dir`` (the config file's folder), those whose
+    key is in ``cwd_keys`` (set on the command line) to the working folder; see ``config.paths``.
     With ``load_plugins=False`` only plugins of installed packages (entry points) load: the
     ``.py`` files and other modules the config lists are not imported (their code would run)."""
     try:
@@ -144,13 +155,14 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
                     "them)") if skipped else ""
             raise ConfigError(f"{source}: {section}.name: {exc}{hint}") from None
         try:
-            params[section] = spec.params_model.model_validate(ref.params)
+            params[section] = resolve_paths(spec.params_model.model_validate(ref.params), base_dir, section, cwd_keys)
         except ValidationError as exc:
             raise ConfigError(_format_errors(source, exc, f"{section}.params")) from None
     loggers = []
     for i, ref in enumerate(config.loggers):
         try:
-            loggers.append(pm.logger(ref.name).params_model.model_validate(ref.params))
+            loggers.append(resolve_paths(pm.logger(ref.name).params_model.model_validate(ref.params), base_dir,
+                                         f"loggers.{i}", cwd_keys))
         except PluginError as exc:
             raise ConfigError(f"{source}: loggers.{i}.name: {exc}") from None
         except ValidationError as exc:
@@ -165,7 +177,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (),
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
     try:
-        return resolve(data, str(path), path.resolve().parent, pm, load_plugins)
+        return resolve(data, str(path), path.resolve().parent, pm, load_plugins,
+                       [item.split("=", 1)[0].strip() for item in overrides])
     except ConfigError as exc:
         raise ConfigError(_blame_overrides(str(exc), str(path), overrides)) from None
 
