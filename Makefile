@@ -4,9 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 ARTIFACT ?= models/pneumo-resnet18-kermany
-# torch pairs that install on this project's machines; override for a GPU build, e.g.
-#   make demo TORCH="torch torchvision" PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cu124"
+# The torch pair that installs on this project's machines; another one, e.g. TORCH="torch torchvision".
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# TORCH_BUILD=cpu takes PyTorch's CPU-only wheels (a few hundred MB instead of 5 GB of CUDA
+# libraries); cuda takes the default (CUDA) wheels; auto: cpu unless nvidia-smi finds a GPU.
+# Without access to download.pytorch.org pip falls back to the default wheels.
+TORCH_BUILD ?= auto
+ifeq ($(TORCH_BUILD),auto)
+override TORCH_BUILD := $(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu)
+endif
+TORCH_INDEX_cpu := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX_cuda :=
+ifeq ($(filter $(TORCH_BUILD),cpu cuda),)
+$(error TORCH_BUILD must be auto, cpu or cuda, not '$(TORCH_BUILD)')
+endif
 PIP_ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -18,7 +29,8 @@ $(PY):
 	python3 -m venv $(VENV)
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -m pip install $(PIP_ARGS) $(TORCH)
+	@echo "pneumo: installing $(TORCH) ($(TORCH_BUILD) build; TORCH_BUILD=cpu|cuda chooses)"
+	$(PY) -m pip install $(PIP_ARGS) $(TORCH_INDEX_$(TORCH_BUILD)) $(TORCH)
 	touch $@
 
 $(VENV)/.serve: pyproject.toml $(VENV)/.torch

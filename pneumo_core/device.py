@@ -28,6 +28,17 @@ def cpu_has_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_info()[1])
 
 
+def cpu_vector_units() -> str:
+    """The CPU's widest matrix/vector units, for logs and benchmark headers: e.g. "AMX-BF16",
+    "AVX-512 BF16", "AVX-512", "AVX2" or "no AVX2"."""
+    flags = cpu_info()[1]
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"),
+                       ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return "no AVX2"
+
+
 def cpu_has_vnni() -> bool:
     """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_info()[1])

@@ -23,7 +23,7 @@ from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.data.splits import assign_splits
-from pneumo_core.device import autocast, cpu_has_bf16, cpu_info, pick_device, pick_precision
+from pneumo_core.device import autocast, cpu_has_bf16, cpu_info, cpu_vector_units, pick_device, pick_precision
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import RunInfo
 from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
@@ -50,12 +50,12 @@ def _progress_every_s() -> float:
 
 
 def _device_summary(device: torch.device, precision: str) -> str:
-    """e.g. "cpu (AMD EPYC, 2 threads, native bf16: yes), bf16"."""
+    """e.g. "cpu (AMD EPYC, AVX2, 2 threads, native bf16: no), fp32"."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, {precision}"
     name = cpu_info()[0] or platform.processor() or "CPU"
-    return (f"cpu ({name}, {torch.get_num_threads()} threads, native bf16: {'yes' if cpu_has_bf16() else 'no'}), "
-            f"{precision}")
+    return (f"cpu ({name}, {cpu_vector_units()}, {torch.get_num_threads()} threads, native bf16: "
+            f"{'yes' if cpu_has_bf16() else 'no'}), {precision}")
 
 
 class TrainingInterrupted(PneumoError):

@@ -79,6 +79,8 @@ def test_temporal_split_chooses_epoch_temperature_and_threshold_with_ema(tmp_pat
     assert out.returncode == 0, out.stderr
     # not a terminal: a start-up summary and progress lines instead of bars
     assert "pneumo train: resnet18 at 64 px on cpu (" in out.stderr and "native bf16:" in out.stderr
+    from pneumo_core.device import cpu_vector_units
+    assert f", {cpu_vector_units()}, " in out.stderr, "the summary names the CPU's vector units"
     assert "images: train " in out.stderr and "temporal " in out.stderr and "steps of 16 per epoch" in out.stderr
     assert "epoch 1/3 step 1/" in out.stderr and "img/s, epoch ends in" in out.stderr
     meta = json.loads((run_dir / "artifact" / "model.json").read_text())
