@@ -1,7 +1,6 @@
 """The chest-X-ray phantom generator: deterministic, fast, and the class is in the opacity."""
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -75,16 +74,3 @@ def test_learnable_by_a_linear_model():
     x = x.reshape(len(x), -1) / 255.0
     clf = LogisticRegression(C=1.0, max_iter=3000).fit(x[:300], labels[:300])
     assert clf.score(x[300:], labels[300:]) > 0.75
-
-
-def test_fast_enough():
-    t0 = time.perf_counter()
-    for i in range(200):
-        render_phantom(i % 2, 64, i)
-    t64 = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(10):
-        render_phantom(i % 2, 224, i)
-    t224 = (time.perf_counter() - t0) / 10
-    # generous margins for a loaded CI machine; typical: 0.3 s and 0.015 s
-    assert t64 < 2.0 and t224 < 0.05

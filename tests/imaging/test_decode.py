@@ -2,7 +2,6 @@
 import io
 import pickle
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -321,10 +320,10 @@ def test_bad_content(tmp_path, data, name, cls, code, words):
 
 @pytest.mark.parametrize("width,height", [(100_000, 100_000), (7_000, 7_000)])
 def test_decompression_bomb_is_rejected_from_the_header(width, height):
-    start = time.perf_counter()
+    """The file holds no pixel data at all: only a check of the header can call it too large
+    (a decoder would fail on the missing data instead)."""
     with pytest.raises(ImageError) as e:
         load_image(png_claiming(width, height), name="bomb.png")
-    assert time.perf_counter() - start < 1.0
     check_error(e, ImageTooLargeError, "image_too_large", "bomb.png")
 
 
