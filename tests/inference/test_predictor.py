@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import shutil
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -58,16 +59,26 @@ def test_bf16_is_close_to_fp32(smoke_artifact, images):
 
 
 def test_concurrent_requests_are_batched_transparently(smoke_artifact, images):
+    """While one forward runs, the requests that arrive meanwhile wait and go in as one batch.
+    The first forward is held until every other request is queued, so no timing is assumed."""
     predictor = Predictor(smoke_artifact, backend="torch", precision="fp32")
-    calls = []
-    inner = predictor._batcher.fn
-    predictor._batcher.fn = lambda x: calls.append(len(x)) or inner(x)
+    batcher = predictor._batcher
+    calls, inner_fn = [], batcher.fn
+
+    def fn(x):
+        if not calls:  # hold the first forward until the other requests wait in the queue
+            deadline = time.monotonic() + 30
+            while batcher.q.qsize() < len(images) - len(x) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        calls.append(len(x))
+        return inner_fn(x)
+
     sequential = [_probs(predictor, [img])[0] for img in images]
-    calls.clear()
-    with ThreadPoolExecutor(8) as pool:
+    batcher.fn = fn
+    with ThreadPoolExecutor(len(images)) as pool:
         concurrent = list(pool.map(lambda img: _probs(predictor, [img])[0], images))
     np.testing.assert_allclose(concurrent, sequential, atol=1e-5)
-    assert len(calls) < len(images), f"8 concurrent requests ran as {calls}"
+    assert sum(calls) == len(images) and len(calls) <= 2, f"{len(images)} concurrent requests ran as {calls}"
 
 
 def test_onnx_runtime_takes_the_torch_thread_budget(onnx_artifact):
