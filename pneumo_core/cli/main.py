@@ -12,18 +12,16 @@ from pneumo_core.errors import PneumoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pneumo_core.cli import (calibrate_cmd, config_cmd, ensemble_cmd, evaluate_cmd, export_cmd, ood_cmd,
-                                 plugins_cmd, predict_cmd, train_cmd)
-    from pneumo_core.download import add_cli as add_data_cli
+    from pneumo_core.cli import (calibrate_cmd, config_cmd, data_cmd, ensemble_cmd, evaluate_cmd, export_cmd,
+                                 ood_cmd, plugins_cmd, predict_cmd, train_cmd)
 
     parser = argparse.ArgumentParser(prog="pneumo", description="Pluggable pneumonia classifier for chest X-rays.")
     parser.add_argument("--version", action="version", version=f"pneumo {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (plugins_cmd, config_cmd, train_cmd, evaluate_cmd, ensemble_cmd, predict_cmd, export_cmd, ood_cmd,
-                   calibrate_cmd):
+                   calibrate_cmd, data_cmd):
         module.add_cli(sub)
-    add_data_cli(sub)
     # Commands from other packages (pneumo's own `serve` and `hpc`, third-party tools) register through the
     # `pneumo.cli` entry-point group, so the core never imports them by name.
     for ep in md.entry_points(group="pneumo.cli"):

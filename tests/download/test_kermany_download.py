@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo_core.download import DownloadError, add_cli, download_kermany
+from pneumo_core.cli.data_cmd import add_cli
+from pneumo_core.download import DownloadError, download_kermany
 from pneumo_core.download.kermany import ARCHIVE_NAME
 
 # split -> class -> number of images in the fake archive
