@@ -1,4 +1,5 @@
-"""``pneumo hpc render|submit``: Slurm batch scripts for training runs."""
+"""``pneumo hpc render|submit``: Slurm batch scripts for training runs; ``pneumo hpc predict``
+(with ``predict-shard`` and ``merge``): batch prediction as an array job (see :mod:`hpc.batch`)."""
 from __future__ import annotations
 
 import argparse
@@ -111,10 +112,11 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("hpc", help="Slurm batch scripts: render one, or submit it with sbatch",
+    p = sub.add_parser("hpc", help="Slurm batch scripts: render one, or submit it with sbatch; batch prediction",
                        description="Slurm batch scripts for training: single node, multi-node DDP, array sweeps; "
-                                   "they checkpoint on USR1/TERM and requeue themselves.")
-    hs = p.add_subparsers(dest="hpc_command", metavar="{render,submit}", required=True)
+                                   "they checkpoint on USR1/TERM and requeue themselves. `pneumo hpc predict` scores "
+                                   "a folder or CSV of images as an array job and merges the shards.")
+    hs = p.add_subparsers(dest="hpc_command", metavar="{render,submit,predict,predict-shard,merge}", required=True)
     r = hs.add_parser("render", help="print the batch script for a config")
     _add_job_options(r)
     r.add_argument("-o", "--output", metavar="FILE", help="write the script to FILE instead of printing it")
@@ -123,3 +125,6 @@ def add_cli(sub) -> None:
     _add_job_options(s)
     s.add_argument("--dry-run", action="store_true", help="print the script and the sbatch command; submit nothing")
     s.set_defaults(handler=_submit)
+    from hpc.batch.cli import add_batch_commands
+
+    add_batch_commands(hs, _int_at_least)

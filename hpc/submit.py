@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from hpc.render import HpcError, JobPlan
 
@@ -58,17 +58,30 @@ def submit(plan: JobPlan, script: str, dry_run: bool = False, sbatch: str = "sba
         path.write_text(script, encoding="utf-8")
     except OSError as exc:
         raise HpcError(f"cannot write the batch script {path}: {exc}") from None
+    return Submission(path, log, command, run_sbatch(command, path))
+
+
+def run_sbatch(command: Sequence[str], script: Path) -> str:
+    """Run ``command`` (``sbatch --parsable ... SCRIPT``) and return the job id it prints.
+
+    Raises :class:`HpcError` when sbatch is missing, hangs or refuses the job; the message names
+    ``script`` and sbatch's own words.
+    """
+    exe = shutil.which(command[0])
+    if exe is None:
+        raise HpcError(f"{command[0]} not found on PATH: submit from a Slurm login node, or write the script with "
+                       f"`pneumo hpc render` and submit it there")
     try:
         proc = subprocess.run([exe, *command[1:]], capture_output=True, text=True, timeout=SBATCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise HpcError(f"sbatch did not answer in {SBATCH_TIMEOUT_S} s (is slurmctld up? try `sinfo`); "
-                       f"script left at {path}") from None
+                       f"script left at {script}") from None
     except OSError as exc:
         raise HpcError(f"cannot run {exe}: {exc}") from None
     if proc.returncode != 0:
         detail = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
-        raise HpcError(f"sbatch refused {path} (exit {proc.returncode}): {detail or 'no message'}")
+        raise HpcError(f"sbatch refused {script} (exit {proc.returncode}): {detail or 'no message'}")
     job_id = proc.stdout.strip().split(";")[0].strip()
     if not job_id:
-        raise HpcError(f"sbatch printed no job id for {path}: {proc.stdout!r}")
-    return Submission(path, log, command, job_id)
+        raise HpcError(f"sbatch printed no job id for {script}: {proc.stdout!r}")
+    return job_id
