@@ -183,7 +183,9 @@ def plan_job(config_path: str | os.PathLike[str], overrides: Sequence[str] = (),
     rc = load_config(config, overrides)
     cfg = rc.config
     hpc = cfg.hpc
-    warnings: list[str] = []
+    # not an error: the compute nodes may mount what this login node does not
+    warnings: list[str] = [f"{config}: {line} here; the job fails unless the compute nodes see it"
+                           for line in rc.missing_paths()]
 
     nodes = _pick(options.nodes, hpc.nodes)
     gpus = _pick(options.gpus_per_node, hpc.gpus_per_node)

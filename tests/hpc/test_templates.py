@@ -247,3 +247,12 @@ def test_submit_reports_sbatch_failure_and_prints_the_job_id(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: sbatch refused runs/smoke/single.sbatch (exit 1): sbatch: error: Batch job submission failed: "
         "Invalid account"]
+
+
+def test_submit_dry_run_warns_about_data_this_machine_does_not_see(tmp_path):
+    config = tmp_path / "configs" / "exp.yaml"
+    config.parent.mkdir()
+    config.write_text("data:\n  name: imagefolder\n  params: {root: ../data/absent}\n")
+    proc = run_cli("hpc", "submit", str(config), "--dry-run", "--run-dir", "runs/x", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: {config}: data.params.root: {tmp_path / 'data' / 'absent'} does not exist here" in proc.stderr
