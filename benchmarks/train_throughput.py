@@ -4,7 +4,7 @@ Prints a table of images/s and the ratio to the bare loop (target >= 0.95x), plu
 pipeline's own images/s (decoded-image cache + augmentation + preprocessing), which must exceed
 the model's. Data: the Kermany train images when present (``--data DIR``), else phantoms.
 
-    python benchmarks/train_throughput.py [--size 224] [--batch 32] [--steps 20] [--precision bf16]
+    python benchmarks/train_throughput.py [--size 224] [--batch 32] [--steps 20] [--precision auto|bf16|fp32]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pneumo_core.config import resolve  # noqa: E402
 from pneumo_core.data.preprocess import Preprocessing  # noqa: E402
 from pneumo_core.training import train  # noqa: E402
 from pneumo_core.training.loader import CachedImages, EpochBatchSampler, make_loader  # noqa: E402
-from pneumo_core.device import autocast  # noqa: E402
+from pneumo_core.device import autocast, cpu_has_bf16, cpu_info, cpu_vector_units, pick_precision  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kermany-cxr"
 
@@ -103,11 +103,14 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 where the CPU has native bf16 (AMX, AVX512-BF16), else fp32, as training picks")
     p.add_argument("--augment", default="standard")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="Kermany root with train/; phantoms if missing")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.precision == "auto":
+        args.precision = pick_precision("auto", torch.device("cpu"))
     bare = bare_loop(args, args.precision)
     ours = pneumo_trainer(args, args.precision)
     bare2 = bare_loop(args, args.precision)  # again, to bracket drift from other load on the machine
@@ -116,6 +119,7 @@ def main() -> int:
     src = "kermany" if args.data and Path(args.data).is_dir() else "phantoms"
     print(f"\nTraining throughput — ResNet-18, {args.size} px, batch {args.batch}, {args.precision}, "
           f"{args.steps} steps, data: {src}, {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_info()[0] or 'unknown'} ({cpu_vector_units()}, native bf16: {'yes' if cpu_has_bf16() else 'no'})")
     print(f"{'what':<34}{'images/s':>10}{'ratio':>9}")
     print(f"{'bare timm loop (mean of 2 runs)':<34}{base:>10.1f}{1.0:>9.2f}")
     print(f"{'pneumo trainer':<34}{ours:>10.1f}{ours / base:>9.2f}   target >= 0.95")
