@@ -8,10 +8,11 @@ ARTIFACT ?= models/pneumo-resnet18-kermany
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # TORCH_BUILD=cpu takes PyTorch's CPU-only wheels (a few hundred MB instead of 5 GB of CUDA
 # libraries); cuda takes the default (CUDA) wheels; auto: cpu unless nvidia-smi finds a GPU.
-# Without access to download.pytorch.org pip falls back to the default wheels.
+# Without access to download.pytorch.org pip falls back to the default wheels. It applies when
+# .venv is created: `make clean` first to switch an existing one.
 TORCH_BUILD ?= auto
 ifeq ($(TORCH_BUILD),auto)
-override TORCH_BUILD := $(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu)
+override TORCH_BUILD := $(if $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu),cuda,cpu)
 endif
 TORCH_INDEX_cpu := --extra-index-url https://download.pytorch.org/whl/cpu
 TORCH_INDEX_cuda :=

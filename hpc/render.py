@@ -274,11 +274,23 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word if n == 1 else plural}"
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
+
+
+def _one_line_value(value: object) -> object:
+    """Every value a template prints: a line break in it would end a ``#`` comment or an
+    ``#SBATCH`` line and run the rest as a command, so it is refused."""
+    if isinstance(value, str) and _LINE_BREAKS.search(value):
+        raise HpcError(f"{value!r}: a path or option with a line break cannot go into a batch script; rename it")
+    return value
+
+
 def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+                             finalize=_one_line_value)
     env.filters["q"] = lambda value: shlex.quote(str(value))
     env.filters["sb"] = _sb
     env.filters["count"] = _count

@@ -18,14 +18,15 @@ from pneumo_core.inference import Predictor
 from pneumo_core.monitoring import TrafficMonitor
 from pneumo_core.monitoring.traffic import operating_points
 
-_OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json", "/swaggerui/")
+# open exactly (the Swagger UI's assets are under /swaggerui/, outside /api/)
+_OPEN_PATHS = ("/api/v1/health", "/api/v1/ready", "/api/v1/docs", "/api/v1/swagger.json")
 
 
 def _needs_key(path: str) -> bool:
     """The REST API and the KServe v2 endpoints need a key (when keys are set), but not their probes and docs."""
     if kserve.owns(path):
-        return not path.startswith(kserve.OPEN_PATHS)
-    return path.startswith("/api/") and not path.startswith(_OPEN_PATHS)
+        return path not in kserve.OPEN_PATHS
+    return path.startswith("/api/") and path not in _OPEN_PATHS
 
 
 def create_app(settings: Optional[Settings] = None, predictor: Optional[Predictor] = None) -> Flask:

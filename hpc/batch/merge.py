@@ -107,6 +107,7 @@ def merge(out: str | Path) -> MergeSummary:
         first = True
         for state in states:
             expected = plan.shard_inputs(state.index)
+            n = -1
             with open(state.rows, encoding="utf-8") as fh:
                 for n, line in enumerate(fh):
                     try:
@@ -121,5 +122,8 @@ def merge(out: str | Path) -> MergeSummary:
                     writer.writerow(_csv_row(row))
                     fjson.write(("" if first else ",\n") + row.model_dump_json())
                     first = False
+            if n + 1 != len(expected):
+                raise HpcError(f"{state.rows}: {n + 1} rows for the plan's {len(expected)} inputs of shard "
+                               f"{state.index}; delete the shard and submit again to score it anew")
         fjson.write("\n]}\n")
     return MergeSummary(batch.predictions_csv, batch.predictions_json, len(plan.inputs), classified, failed)

@@ -80,6 +80,8 @@ def classify(predictor, entries: Sequence[InputEntry], site: Optional[str] = Non
                     rows[i] = ShardRow(path=entry.path, result=request([(entry, data)])[0])
                 except PneumoError as exc:
                     rows[i] = ShardRow(path=entry.path, error=_error(exc))
+    if any(r is None for r in rows):  # every entry is either unreadable or was scored above
+        raise PneumoError("internal error: an input of the shard got no row; please report it")
     return [r for r in rows if r is not None]
 
 

@@ -64,7 +64,7 @@ class MlflowLogger:
         if self.params.artifact_location:
             return self.params.artifact_location
         if self.uri.startswith("sqlite:///"):
-            return (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+            return (Path(self.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
         return None
 
     def start(self, params, resumed) -> None:

@@ -18,7 +18,8 @@ from pneumo_core import LoggerSpec, PluginError, RunInfo, hookimpl
 
 class TensorBoardParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    log_dir: Optional[str] = Field(None, description="Event file folder (default: <run_dir>/tensorboard).")
+    log_dir: Optional[Path] = Field(None, description="Event file folder, relative to the config file's folder "
+                                    "(default: <run_dir>/tensorboard).")
     flush_secs: int = Field(30, ge=1, description="Seconds between flushes to disk.")
 
 
@@ -37,9 +38,10 @@ class TensorBoardLogger:
 
     def start(self, params, resumed) -> None:
         done = len(self.run.history) if resumed else 0
-        # purge_step drops events logged at or after it: the epochs a resumed run repeats
+        # purge_step hides events logged before at or after it: the epochs a resumed run repeats,
+        # or everything an earlier run left in the folder when this one starts afresh
         self.writer = self._writer_type(str(self.log_dir), flush_secs=self.params.flush_secs,
-                                        purge_step=done + 1 if resumed else None)
+                                        purge_step=done + 1 if resumed else 0)
         self.last_step = done
         if not resumed:
             rows = "\n".join(f"| {k} | {json.dumps(v)} |" for k, v in params.items())

@@ -31,10 +31,10 @@ class ResolvedConfig:
     logger_params: tuple[BaseModel, ...] = ()
 
     def missing_paths(self) -> list[str]:
-        """Each plugin path parameter (already resolved against the config's folder) that names
-        nothing on disk, as ``"data.params.root: /x does not exist"``."""
+        """Each path parameter of the model, data and augment plugins (inputs, already resolved
+        against the config's folder) that names nothing on disk, as ``"data.params.root: /x does
+        not exist"``. Loggers' paths are outputs: they are resolved, not checked."""
         sections = [("model", self.model_params), ("data", self.data_params), ("augment", self.augment_params)]
-        sections += [(f"loggers.{i}", p) for i, p in enumerate(self.logger_params)]
         return [line for name, params in sections for line in missing_paths(name, params)]
 
 
@@ -145,14 +145,14 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
             pm.load_config_plugins(listed, base_dir)
     except PluginError as exc:
         raise ConfigError(f"{source}: plugins: {exc}") from None
+    hint = (f" (not imported: {', '.join(skipped)}, whose code would run; pass --load-plugins if you trust "
+            "them)") if skipped else ""
     params: dict[str, BaseModel] = {}
     for section, getter in _PLUGIN_SECTIONS.items():
         ref = getattr(config, section)
         try:
             spec = getter(pm, ref.name)
         except PluginError as exc:
-            hint = (f" (not imported: {', '.join(skipped)}, whose code would run; pass --load-plugins if you trust "
-                    "them)") if skipped else ""
             raise ConfigError(f"{source}: {section}.name: {exc}{hint}") from None
         try:
             params[section] = resolve_paths(spec.params_model.model_validate(ref.params), base_dir, section, cwd_keys)
@@ -164,7 +164,7 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
             loggers.append(resolve_paths(pm.logger(ref.name).params_model.model_validate(ref.params), base_dir,
                                          f"loggers.{i}", cwd_keys))
         except PluginError as exc:
-            raise ConfigError(f"{source}: loggers.{i}.name: {exc}") from None
+            raise ConfigError(f"{source}: loggers.{i}.name: {exc}{hint}") from None
         except ValidationError as exc:
             raise ConfigError(_format_errors(source, exc, f"loggers.{i}.params")) from None
     return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"], tuple(loggers))

@@ -8,6 +8,7 @@ line (``--set data.params.root=...``) is relative to the working folder, as shel
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 from typing import Collection, Optional, Union, get_args, get_origin
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 def _is_path(annotation: object) -> bool:
     if annotation is Path:
         return True
-    if get_origin(annotation) is Union:  # Optional[Path]
+    if get_origin(annotation) in (Union, types.UnionType):  # Optional[Path], Path | None
         return any(a is Path for a in get_args(annotation))
     return False
 

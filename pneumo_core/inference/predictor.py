@@ -180,12 +180,12 @@ class Predictor:
             raise ValueError(f"preprocessed batch has shape {list(batch.shape)}, expected {list(expected)}")
         if not np.isfinite(batch).all():
             raise ValueError("preprocessed batch holds NaN or infinite values")
+        t0 = time.perf_counter()
+        site = resolve_site(self.artifact.sites, request.site) if request.site else None
         if self.ood_policy == "reject":
             raise OutOfDistributionError("this server refuses images it cannot check for being unlike its training "
                                          "X-rays (serve.ood_policy: reject), and a preprocessed tensor cannot be "
                                          "checked: send the encoded image instead")
-        t0 = time.perf_counter()
-        site = resolve_site(self.artifact.sites, request.site) if request.site else None
         self.pm.hook.pneumo_before_predict(request=request)
         probs = self.probabilities(batch, site.temperature if site else None)
         classes, thr = self.info.classes, site.threshold if site else self.info.threshold

@@ -55,17 +55,20 @@ class Trackers:
     def open(self, rc: ResolvedConfig, run: RunInfo, resumed: bool) -> None:
         """Build and start each logger; a failure closes those started and raises PneumoError."""
         params = flat_params(rc.config.model_dump(mode="json"))
-        for ref, typed in zip(rc.config.loggers, rc.logger_params):
+        for ref, typed in zip(rc.config.loggers, rc.logger_params, strict=True):
+            tracker = None
             try:
                 tracker = rc.pm.logger(ref.name).build(typed, run)
                 tracker.start(params, resumed)
-            except PneumoError:
-                self.close("failed")
-                raise
             except Exception as exc:
+                if tracker is not None:  # built: it may hold a half-started run to close
+                    self._live.append((ref.name, tracker))
                 self.close("failed")
+                if isinstance(exc, PneumoError):
+                    raise
+                what = "the run was not resumed" if resumed else "nothing was trained"
                 raise PneumoError(f"logger '{ref.name}' failed to start: {exc}. Fix loggers in the config "
-                                  "(or remove it) and run again; nothing was trained.") from exc
+                                  f"(or remove it) and run again; {what}.") from exc
             self._live.append((ref.name, tracker))
 
     def _each(self, what: str, call) -> None:

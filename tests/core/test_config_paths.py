@@ -57,3 +57,22 @@ def test_validate_names_missing_data_and_can_skip_the_check(tmp_path):
     assert skipped.returncode == 0 and "ok" in skipped.stdout, skipped.stderr
     train = run_cli("train", str(config), "--run-dir", str(tmp_path / "run"))
     assert train.returncode == 2 and str(tmp_path / "data" / "absent") in train.stderr, train.stderr
+
+
+def test_path_fields_are_found_in_every_spelling(tmp_path):
+    from pathlib import Path
+    from typing import Optional
+
+    from pydantic import BaseModel
+
+    from pneumo_core.config.paths import resolve_paths
+
+    class Params(BaseModel):
+        a: Path
+        b: Optional[Path] = None
+        c: Path | None = None
+        d: str = "text/not/a/path"
+
+    resolved = resolve_paths(Params(a="x", b="y", c="z"), tmp_path)
+    assert (resolved.a, resolved.b, resolved.c) == (tmp_path / "x", tmp_path / "y", tmp_path / "z")
+    assert resolved.d == "text/not/a/path"

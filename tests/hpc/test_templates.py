@@ -256,3 +256,13 @@ def test_submit_dry_run_warns_about_data_this_machine_does_not_see(tmp_path):
     proc = run_cli("hpc", "submit", str(config), "--dry-run", "--run-dir", "runs/x", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"warning: {config}: data.params.root: {tmp_path / 'data' / 'absent'} does not exist here" in proc.stderr
+
+
+def test_a_path_with_a_line_break_is_refused_not_run(tmp_path):
+    folder = tmp_path / "runs\ntouch pwned"
+    folder.mkdir()
+    config = folder / "exp.yaml"
+    config.write_text((REPO / "configs" / "smoke.yaml").read_text())
+    proc = run_cli("hpc", "render", str(config), cwd=tmp_path)
+    assert proc.returncode == 2 and "line break cannot go into a batch script" in proc.stderr, proc.stderr
+    assert "#!/bin/bash" not in proc.stdout

@@ -354,3 +354,13 @@ def test_unknown_routes_and_methods_answer_in_protocol_form(flask_client):
     assert r.status_code == 404 and "'other'" in r.json["error"]
     r = _post(flask_client, b"x", **{"Content-Encoding": "br"})
     assert r.status_code == 415 and "Content-Encoding" in r.json["error"]
+
+
+def test_a_compressed_body_that_inflates_like_a_bomb_is_refused(flask_client):
+    import gzip
+
+    bomb = gzip.compress(b'{"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1], "data": [' + b"0," * 2_000_000
+                         + b"0]}]}")
+    assert len(bomb) < 20_000
+    r = _post(flask_client, bomb, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "inflates" in r.json["error"] and "binary data" in r.json["error"]

@@ -54,8 +54,10 @@ def _only_run(uri: str):
     return client, runs[0]
 
 
-def test_every_logger_records_epochs_config_and_final_artifact(tmp_path):
-    uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
+def test_every_logger_records_epochs_config_and_final_artifact(tmp_path, monkeypatch):
+    """With the README's relative sqlite URI (read, as MLflow does, from the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    uri, run_dir = "sqlite:///mlflow.db", tmp_path / "run"
     out = subprocess.run(_train(_config(tmp_path, uri), run_dir), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     model = json.loads((run_dir / "artifact" / "model.json").read_text())
@@ -84,6 +86,7 @@ def test_every_logger_records_epochs_config_and_final_artifact(tmp_path):
     stored = {a.path for a in client.list_artifacts(run.info.run_id, "artifact")}
     assert {"artifact/model.json", "artifact/report.md", "artifact/val_roc.png"} <= stored
     assert "artifact/model.safetensors" not in stored, "weights are uploaded only with log_weights: true"
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts").is_dir()
 
 
 def test_a_resumed_run_continues_the_same_tracked_run(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.flask_app.kserve.endpoints import PREFIX, bp
 from adapters.flask_app.kserve.protocol import error_response
 
-OPEN_PATHS = (PREFIX + "/health/",)  # probes stay open when API keys are on, as /api/v1/health
+OPEN_PATHS = (PREFIX + "/health/live", PREFIX + "/health/ready")  # probes: open with API keys on, exactly
 
 
 def owns(path: str) -> bool:

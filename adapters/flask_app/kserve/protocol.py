@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, PrivateAttr, StrictInt, ValidationError
 from adapters.flask_app.api.errors import ApiError
 
 _LENGTH = struct.Struct("<I")
+MAX_INFLATE_RATIO = 20  # inflated / compressed size of a request body
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -94,6 +95,12 @@ def request_body(data: bytes, content_encoding: Optional[str], limit: int) -> by
                    "payload_too_large", 413)
     if not inflater.eof:
         raise _bad(f"the {encoding} body is truncated")
+    if len(body) > MAX_INFLATE_RATIO * len(data) + 65536:
+        # images and float tensors shrink a few times at most: a bigger ratio is a bomb, whose
+        # parsing (JSON numbers take ~30 bytes each in Python) would cost far more than its upload
+        raise _bad(f"the {encoding} body inflates {len(body) // max(len(data), 1)}-fold, more than "
+                   f"{MAX_INFLATE_RATIO}-fold: send images and tensors as binary data, uncompressed or gzipped",
+                   "payload_too_large", 413)
     return body
 
 
