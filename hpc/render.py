@@ -182,7 +182,7 @@ def plan_job(config_path: str | os.PathLike[str], overrides: Sequence[str] = (),
         _one_line("--set", item)
     rc = load_config(config, overrides)
     cfg = rc.config
-    hpc = cfg.hpc
+    hpc = rc.section("hpc")
     # not an error: the compute nodes may mount what this login node does not
     warnings: list[str] = [f"{config}: {line} here; the job fails unless the compute nodes see it"
                            for line in rc.missing_paths()]

@@ -4,17 +4,17 @@ Plugins import only the names exported here.
 """
 from pneumo_core.errors import ArtifactError, ConfigError, PluginError, PneumoError
 from pneumo_core.plugin_manager import hookimpl
-from pneumo_core.records import (Augment, AugmentationBuilder, AugmentationSpec, DatasetBuilder, DatasetSpec,
-                                 HealthCheck, LoggerBuilder, LoggerSpec, ModelBuilder, ModelSpec, NoParams, Record,
-                                 Reseedable, RunInfo, RunLogger, Sample, SampleTable)
+from pneumo_core.records import (Augment, AugmentationBuilder, AugmentationSpec, ConfigSectionSpec, DatasetBuilder,
+                                 DatasetSpec, HealthCheck, LoggerBuilder, LoggerSpec, ModelBuilder, ModelSpec, NoParams,
+                                 Record, Reseedable, RunInfo, RunLogger, Sample, SampleTable)
 
 __version__ = "0.1.0"
 BUNDLED_ARTIFACT = "models/pneumo-resnet18-kermany"  # the default model, relative to the repository root
 
 __all__ = [
     "BUNDLED_ARTIFACT", "ArtifactError", "Augment", "AugmentationBuilder", "AugmentationSpec", "ConfigError",
-    "DatasetBuilder", "DatasetSpec", "HealthCheck", "LoggerBuilder", "LoggerSpec", "ModelBuilder", "ModelSpec", "NoParams", "PluginError",
-    "PneumoError", "Record", "Reseedable", "RunInfo", "RunLogger", "Sample", "SampleTable", "hookimpl", "load_image",
+    "ConfigSectionSpec", "DatasetBuilder", "DatasetSpec", "HealthCheck", "LoggerBuilder", "LoggerSpec", "ModelBuilder",
+    "ModelSpec", "NoParams", "PluginError", "PneumoError", "Record", "Reseedable", "RunInfo", "RunLogger", "Sample", "SampleTable", "hookimpl", "load_image",
 ]
 
 

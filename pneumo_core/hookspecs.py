@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from pneumo_core.records import AugmentationSpec, DatasetSpec, HealthCheck, LoggerSpec, ModelSpec, RunInfo
+from pneumo_core.records import (AugmentationSpec, ConfigSectionSpec, DatasetSpec, HealthCheck, LoggerSpec, ModelSpec,
+                                 RunInfo)
 
 if TYPE_CHECKING:  # the inference package imports this module's manager: annotations only
     from pneumo_core.inference import Predictor, PredictRequest, PredictResponse
@@ -51,6 +52,16 @@ def pneumo_loggers() -> list[LoggerSpec]:
 
     Called once when the registry is built. A config turns one on by naming it in its
     ``loggers`` list; the trainer builds it on rank 0 only.
+    """
+
+
+@hookspec
+def pneumo_config_sections() -> list[ConfigSectionSpec]:
+    """Return a list of :class:`~pneumo_core.records.ConfigSectionSpec`: top-level config sections
+    this plugin owns (pneumo's ``hpc`` package registers ``hpc``).
+
+    Called once when the registry is built. A config's section of that name is validated by the
+    record's model; a section no plugin registers is an error naming the known ones.
     """
 
 

@@ -25,14 +25,15 @@ import pluggy
 
 import pneumo_core.hookspecs as hookspecs
 from pneumo_core.errors import PluginError
-from pneumo_core.records import AugmentationSpec, DatasetSpec, LoggerSpec, ModelSpec, Record, normalize_name
+from pneumo_core.records import (AugmentationSpec, ConfigSectionSpec, DatasetSpec, LoggerSpec, ModelSpec, Record,
+                                 normalize_name)
 
 hookimpl = pluggy.HookimplMarker("pneumo")
 ENTRY_POINT_GROUP = "pneumo"
 _KINDS = {"models": "pneumo_models", "datasets": "pneumo_datasets", "augmentations": "pneumo_augmentations",
-          "loggers": "pneumo_loggers"}
+          "loggers": "pneumo_loggers", "config_sections": "pneumo_config_sections"}
 _RECORD_TYPES = {"models": ModelSpec, "datasets": DatasetSpec, "augmentations": AugmentationSpec,
-                 "loggers": LoggerSpec}
+                 "loggers": LoggerSpec, "config_sections": ConfigSectionSpec}
 R = TypeVar("R", bound=Record)
 
 
@@ -176,6 +177,10 @@ class PneumoPluginManager(pluggy.PluginManager):
         """The logger record named ``name``; PluginError listing the known ones otherwise."""
         return self._get("loggers", name, LoggerSpec)
 
+    def config_section(self, name: str) -> ConfigSectionSpec:
+        """The config section record named ``name``; PluginError listing the known ones otherwise."""
+        return self._get("config_sections", name, ConfigSectionSpec)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.registry[kind])
 
@@ -186,7 +191,7 @@ class PneumoPluginManager(pluggy.PluginManager):
         for kind, table in self.registry.items():
             for name, (record, plugin) in table.items():
                 provided.setdefault(plugin, []).append(f"{kind[:-1]}:{name}")
-                model = getattr(record, "params_model", None)
+                model = getattr(record, "params_model", None) or getattr(record, "model", None)
                 if model is not None:
                     schemas.setdefault(plugin, {})[f"{kind[:-1]}:{name}"] = model.model_json_schema()
         out = []

@@ -171,6 +171,15 @@ class LoggerSpec(Record):
 
 
 @dataclass(frozen=True)
+class ConfigSectionSpec(Record):
+    """A top-level config section owned by a package other than the core (``hpc``...): ``model``,
+    a pydantic model, validates it; a config without the section gets the model's defaults."""
+
+    model: type[BaseModel]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class HealthCheck(Record):
     """A named readiness check contributed by a plugin; ``check()`` returns (ok, detail)."""
 

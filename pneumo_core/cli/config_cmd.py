@@ -28,7 +28,8 @@ def _show(args) -> int:
     from pneumo_core.config import load_config
 
     rc = load_config(args.file, args.set or [], load_plugins=args.load_plugins)
-    print(yaml.safe_dump(rc.config.model_dump(mode="json"), sort_keys=False), end="")
+    shown = {**rc.config.model_dump(mode="json"), **{k: v.model_dump(mode="json") for k, v in rc.sections.items()}}
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
     return 0
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,6 +29,14 @@ class ResolvedConfig:
     data_params: BaseModel
     augment_params: BaseModel
     logger_params: tuple[BaseModel, ...] = ()
+    sections: dict[str, BaseModel] = field(default_factory=dict)  # plugin-owned sections, e.g. "hpc"
+
+    def section(self, name: str) -> BaseModel:
+        """The validated plugin-owned section ``name`` (its defaults when the config has none)."""
+        if name not in self.sections:
+            raise ConfigError(f"{self.source}: no plugin registers a config section {name!r}; is the package "
+                              "that owns it installed?")
+        return self.sections[name]
 
     def missing_paths(self) -> list[str]:
         """Each path parameter of the model, data and augment plugins (inputs, already resolved
@@ -167,7 +175,19 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
             raise ConfigError(f"{source}: loggers.{i}.name: {exc}{hint}") from None
         except ValidationError as exc:
             raise ConfigError(_format_errors(source, exc, f"loggers.{i}.params")) from None
-    return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"], tuple(loggers))
+    sections = {}
+    extra = dict(config.model_extra or {})
+    for name in pm.names("config_sections"):
+        try:
+            sections[name] = pm.config_section(name).model.model_validate(extra.pop(name, None) or {})
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(source, exc, name)) from None
+    if extra:
+        known = ", ".join(sorted(set(ExperimentConfig.model_fields) | set(sections)))
+        raise ConfigError("\n".join(f"{source}: {key}: unknown top-level key (known: {known}; a plugin may "
+                                     f"add a section){hint}" for key in extra))
+    return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"], tuple(loggers),
+                          sections)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),
@@ -198,6 +218,14 @@ def _blame_overrides(message: str, source: str, overrides: Sequence[str]) -> str
     return "\n".join(lines)
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of the experiment config (plugin params are free-form objects here)."""
-    return ExperimentConfig.model_json_schema()
+def json_schema(pm: Optional[PneumoPluginManager] = None) -> dict[str, Any]:
+    """JSON Schema of the experiment config, with the sections plugins register (``hpc``...);
+    plugin params are free-form objects here."""
+    schema = ExperimentConfig.model_json_schema()
+    pm = pm or get_plugin_manager()
+    for name in pm.names("config_sections"):
+        section = pm.config_section(name).model.model_json_schema()
+        schema.setdefault("$defs", {}).update(section.pop("$defs", {}))
+        schema["properties"][name] = {**section, "description": pm.config_section(name).description}
+    schema["additionalProperties"] = False
+    return schema

@@ -108,28 +108,12 @@ class ServeSection(_Section):
                              "auth is on when it is set and non-empty.")
 
 
-class HpcSection(_Section):
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    time: str = Field("04:00:00", description="Slurm time limit, e.g. 04:00:00 or 2-00:00:00.")
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int = Field(4, ge=1)
-    mem: Optional[str] = Field("16G", description="Memory per node, e.g. 32G.")
-    job_name: Optional[str] = Field(None, description="Slurm job name (default: the experiment name).")
-    output_dir: str = Field("runs", description="Where run directories and Slurm logs go.")
-    activate: Optional[str] = Field(None, description="Shell line that activates the environment, "
-                                    "e.g. 'source .venv/bin/activate' or 'conda activate pneumo'.")
-    requeue: bool = True
-    signal_seconds: int = Field(120, ge=10, description="Seconds before the time limit to send USR1.")
-    sweep: list[list[str]] = Field(default_factory=list, description="Array job: one list of "
-                                   "--set overrides per task.")
-    extra_sbatch: list[str] = Field(default_factory=list, description="Extra #SBATCH lines.")
-
-
 class ExperimentConfig(_Section):
-    """A whole experiment: which plugins, how to train, serve and schedule it."""
+    """A whole experiment: which plugins, how to train and serve it. Other top-level sections
+    (``hpc``...) belong to the packages that register them (``pneumo_config_sections``); they
+    are kept here as given and validated by ``config.loader.resolve``."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = Field("experiment", description="Run and artifact name.")
     plugins: list[str] = Field(default_factory=list, description="Extra plugin modules or .py files.")
@@ -141,7 +125,6 @@ class ExperimentConfig(_Section):
                                      "folder), tensorboard, mlflow, or a plugin's.")
     train: TrainSection = Field(default_factory=TrainSection)
     serve: ServeSection = Field(default_factory=ServeSection)
-    hpc: HpcSection = Field(default_factory=HpcSection)
 
     @field_validator("name")
     @classmethod

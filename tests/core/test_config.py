@@ -87,3 +87,34 @@ def test_temporal_selection_needs_a_temporal_split(repo):
     ok = run_cli("config", "validate", str(repo / "configs" / "smoke.yaml"), "--set", "data.select_on=temporal",
                  "--set", "data.temporal_fraction=0.1")
     assert ok.returncode == 0, ok.stderr
+
+
+KUBE_PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+from pneumo_core import ConfigSectionSpec, hookimpl
+
+class Kube(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = "default"
+    gpus: int = 0
+
+@hookimpl
+def pneumo_config_sections():
+    return [ConfigSectionSpec(name="kube", model=Kube)]
+"""
+
+
+def test_a_plugin_owns_a_config_section(tmp_path, repo):
+    (tmp_path / "kube_section.py").write_text(KUBE_PLUGIN)
+    config = tmp_path / "exp.yaml"
+    config.write_text((repo / "configs" / "smoke.yaml").read_text()
+                      + "\nplugins: [kube_section.py]\nkube: {namespace: radiology, gpus: 2}\n")
+    rc = load_config(config)
+    assert (rc.section("kube").namespace, rc.section("kube").gpus) == ("radiology", 2)
+    assert rc.section("hpc").time == "00:10:00", "pneumo's hpc package registers its section the same way"
+    with pytest.raises(ConfigError, match=r"exp.yaml: kube.gpus: Input should be a valid integer"):
+        load_config(config, ["kube.gpus=many"])
+    with pytest.raises(ConfigError, match=r"exp.yaml: kub: unknown top-level key \(known: .*hpc.*kube"):
+        load_config(config, ["kub.gpus=1"])
+    schema = json.loads(run_cli("config", "schema").stdout)
+    assert schema["properties"]["hpc"]["properties"]["partition"] and schema["additionalProperties"] is False

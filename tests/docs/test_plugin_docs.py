@@ -83,7 +83,7 @@ def test_guide_documents_no_stale_hooks():
 def test_guide_documents_records_discovery_and_conflicts():
     text = guide()
     for record in ("ModelSpec", "DatasetSpec", "Sample", "SampleTable", "AugmentationSpec", "LoggerSpec",
-                   "HealthCheck", "RunInfo"):
+                   "ConfigSectionSpec", "HealthCheck", "RunInfo"):
         assert re.search(rf"^### {record}\s*$", text, re.M), f"no '### {record}' section"
         assert record in pneumo_core.__all__
     for var in ("PNEUMO_PLUGINS", "PNEUMO_DISABLE_PLUGINS", "PNEUMO_TRACE_PLUGINS"):
@@ -98,7 +98,8 @@ def test_model_spec_fields_are_documented():
 
     text = guide()
     for record in (pneumo_core.ModelSpec, pneumo_core.DatasetSpec, pneumo_core.Sample,
-                   pneumo_core.AugmentationSpec, pneumo_core.LoggerSpec, pneumo_core.HealthCheck, pneumo_core.RunInfo,
+                   pneumo_core.AugmentationSpec, pneumo_core.LoggerSpec, pneumo_core.ConfigSectionSpec,
+                   pneumo_core.HealthCheck, pneumo_core.RunInfo,
                    pneumo_core.SampleTable):
         body = section(text, record.__name__)
         for field in dataclasses.fields(record):
