@@ -8,13 +8,17 @@ ARTIFACT ?= models/pneumo-resnet18-kermany
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # TORCH_BUILD=cpu takes PyTorch's CPU-only wheels (a few hundred MB instead of 5 GB of CUDA
 # libraries); cuda takes the default (CUDA) wheels; auto: cpu unless nvidia-smi finds a GPU.
-# Without access to download.pytorch.org pip falls back to the default wheels. It applies when
+# Without access to download.pytorch.org it takes the default wheels. It applies when
 # .venv is created: `make clean` first to switch an existing one.
 TORCH_BUILD ?= auto
 ifeq ($(TORCH_BUILD),auto)
 override TORCH_BUILD := $(if $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu),cuda,cpu)
 endif
-TORCH_INDEX_cpu := --extra-index-url https://download.pytorch.org/whl/cpu
+# Asked only when it answers (checked when installing): offline, pip would retry it for every package.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_cpu = $(if $(shell python3 -c "import socket, sys, urllib.parse as up; u = up.urlsplit(sys.argv[1]); \
+	socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), 5)" \
+	'$(TORCH_CPU_INDEX)' 2>/dev/null && echo up),--extra-index-url $(TORCH_CPU_INDEX))
 TORCH_INDEX_cuda :=
 ifeq ($(filter $(TORCH_BUILD),cpu cuda),)
 $(error TORCH_BUILD must be auto, cpu or cuda, not '$(TORCH_BUILD)')

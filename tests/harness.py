@@ -22,6 +22,19 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_module(name: str, hint: str):
+    """Import and return module ``name``. Missing: the calling test module is skipped locally and
+    fails to collect in CI, like :func:`require`. Call it at module level."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if IN_CI:
+            raise ImportError(f"required in CI: {hint} ({exc})") from exc
+        pytest.skip(hint, allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

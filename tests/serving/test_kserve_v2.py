@@ -12,9 +12,10 @@ import pytest
 import requests
 from PIL import Image
 
+from harness import require_module
 from live_server import LiveServer
 
-httpclient = pytest.importorskip("tritonclient.http")
+httpclient = require_module("tritonclient.http", "the KServe v2 tests need tritonclient: pip install -e '.[dev]'")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 KEY = "kserve-test-key"

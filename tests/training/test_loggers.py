@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import REPO, run_cli
+from harness import REPO, require_module, run_cli
 from pneumo_core.training import EXIT_PREEMPTED
 
-pytest.importorskip("tensorboard", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
-pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
+require_module("tensorboard", "the tracking extra is not installed: pip install -e '.[tracking]'")
+require_module("mlflow", "the tracking extra is not installed: pip install -e '.[tracking]'")
 from mlflow.tracking import MlflowClient  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
