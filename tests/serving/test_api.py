@@ -249,3 +249,25 @@ def test_too_many_parts_says_so_not_that_the_body_is_too_big(client, phantom_png
     assert resp.status_code == 413
     message = resp.get_json()["message"]
     assert "form parts" in message and "at most 4 files" in message and "larger than" not in message
+
+
+def test_a_request_is_answered_as_a_whole(client, phantom_png, predictor):
+    """README: one unusable file fails the request, names the file, and classifies nothing."""
+    assert _post(client, [("good.png", phantom_png)]).status_code == 200  # the counter has a series
+    before = client.get("/metrics").get_data(as_text=True)
+    r = _post(client, [("good.png", phantom_png), ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)])
+    assert r.status_code == 400 and "broken.png" in r.json["message"] and "results" not in r.json
+    after = client.get("/metrics").get_data(as_text=True)
+    count = [line for line in after.splitlines() if line.startswith("pneumo_predictions_total")]
+    assert count and count == [line for line in before.splitlines() if line.startswith("pneumo_predictions_total")], \
+        "no image of a refused request is counted as classified"
+
+
+def test_the_readme_s_default_limits(smoke_artifact, predictor, phantom_png):
+    serve = ServeSection()
+    assert (serve.max_batch, serve.max_upload_mb, serve.max_request_mb, serve.max_pixels) == (16, 20, 50, 40_000_000)
+    app = create_app(Settings(artifact=str(smoke_artifact)), predictor)
+    # 50 MB of files, plus room for the multipart headers around them
+    assert 50 * 1024 * 1024 <= app.config["MAX_CONTENT_LENGTH"] < 51 * 1024 * 1024
+    r = _post(app.test_client(), [(f"{i}.png", phantom_png) for i in range(17)])
+    assert r.status_code == 400 and "at most 16" in r.json["message"]

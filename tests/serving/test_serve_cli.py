@@ -8,17 +8,21 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from harness import REPO, free_port, run_cli
 
 
-def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png, tmp_path):
+@pytest.mark.parametrize("backend", ["auto", "onnx"])
+def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png, tmp_path, backend):
+    """The README's `pneumo serve` and `pneumo serve --backend onnx` (exported on demand)."""
     port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "PNEUMO_CACHE_DIR": str(tmp_path / "cache")}
     with log.open("w") as out:  # a file, not a pipe: gunicorn's access log can never block on it
         proc = subprocess.Popen([sys.executable, "-m", "pneumo_core.cli.main", "serve", "--artifact",
-                                 str(smoke_artifact), "--port", str(port)], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, env=os.environ.copy())
+                                 str(smoke_artifact), "--port", str(port), "--backend", backend], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
         while True:
@@ -33,6 +37,9 @@ def test_serve_prints_its_urls_and_answers(smoke_artifact, phantom_png, tmp_path
         assert f"pneumo: web page  {url}/" in lines and f"pneumo: Swagger UI {url}/api/v1/docs" in lines
         r = requests.post(url + "/api/v1/predict", files={"file": ("x.png", phantom_png, "image/png")}, timeout=60)
         assert r.status_code == 200 and r.json()["model"]["name"] == "smoke"
+        if backend == "onnx":
+            assert r.json()["model"]["backend"] == "onnx"
+            assert list((tmp_path / "cache").rglob("*.onnx")), "the ONNX export went to PNEUMO_CACHE_DIR"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
