@@ -1,9 +1,9 @@
 """multipart/form-data parsing with python-multipart instead of werkzeug's parser.
 
 Why: werkzeug compiles a regular expression for each new boundary, and browsers send a fresh
-boundary with every upload. That costs about 0.3 ms per request, and a further 0.2 ms goes to
-parsing; python-multipart (the parser Starlette uses) does both in about 0.02 ms. Next to a bf16
-forward of 8 ms, that half millisecond was a fifth of what the API added to the bare model.
+boundary with every upload, and its parsing is slow besides; python-multipart (the parser
+Starlette uses) does both an order of magnitude faster, which matters next to a fast forward
+(benchmarks/serve.py shows what the API adds to the bare model).
 
 The result is what werkzeug's parser gives: ``request.files`` holds FileStorage objects (spooled
 through werkzeug's stream factory), ``request.form`` the text fields, and werkzeug's limits

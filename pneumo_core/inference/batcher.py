@@ -2,9 +2,9 @@
 
 Why one thread owns every forward (and Grad-CAM, and the model build): libgomp gives each thread
 that starts an OpenMP region its own worker pool, and once it manages more threads than there are
-cores it cuts its spin-wait to almost nothing. A PyTorch forward issued from a second thread was
-then 1.7x slower on 2 cores (bf16 ResNet-18: 16.4 ms instead of 9.8 ms). Keeping the model on
-one thread keeps the pool count at one.
+cores it cuts its spin-wait to almost nothing, so a forward issued from a second thread runs
+markedly slower on a machine with few cores. Keeping the model on one thread keeps the pool
+count at one.
 
 Hand-rolled (about 60 lines) because the serving libraries that batch (TorchServe, Triton)
 are whole servers; this only needs a queue and one worker thread.

@@ -9,7 +9,7 @@ def freeze_after_load() -> None:
     (libraries, model, app) out of the garbage collector's view.
 
     Without it a full collection, which Python starts on its own every few dozen requests, walks
-    all of torch, timm, Flask and pydantic: 130-260 ms on the compute thread in the middle of a
-    forward (the REST p99 of PyTorch fp32 was 175 ms for a 25 ms p50)."""
+    all of torch, timm, Flask and pydantic on the compute thread in the middle of a forward, and
+    shows as a REST p99 many times the p50 (benchmarks/serve.py measures both)."""
     gc.collect()
     gc.freeze()
