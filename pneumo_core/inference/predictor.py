@@ -188,11 +188,19 @@ class Predictor:
                                          "checked: send the encoded image instead")
         self.pm.hook.pneumo_before_predict(request=request)
         probs = self.probabilities(batch, site.temperature if site else None)
-        classes, thr = self.info.classes, site.threshold if site else self.info.threshold
-        results = [ImageResult(name=img.name, label=classes[1] if float(p) >= thr else classes[0],
-                               probability=float(p), probabilities={classes[0]: 1 - float(p), classes[1]: float(p)},
-                               threshold=thr, warnings=[self.TENSOR_WARNING])
+        thr = site.threshold if site else self.info.threshold
+        results = [self._result(img.name, float(p), thr, warnings=[self.TENSOR_WARNING])
                    for img, p in zip(request.images, probs)]
+        return self._respond(request, site, results, t0)
+
+    def _result(self, name: str, p: float, threshold: float, **fields) -> ImageResult:
+        """One image's answer: the label at ``threshold``, both class probabilities, ``fields``."""
+        classes = self.info.classes
+        return ImageResult(name=name, label=classes[1] if p >= threshold else classes[0], probability=p,
+                           probabilities={classes[0]: 1 - p, classes[1]: p}, threshold=threshold, **fields)
+
+    def _respond(self, request: PredictRequest, site, results: list[ImageResult], t0: float) -> PredictResponse:
+        """The response for ``results``, after the ``pneumo_after_predict`` hooks have seen it."""
         response = PredictResponse(request_id=request.request_id, model=self.info,
                                    site=SiteInfo.of(site) if site else None, results=results,
                                    elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
@@ -222,7 +230,7 @@ class Predictor:
         inputs = [to_input(r, self.prep) for r in resized]
         batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)  # one image: a view, no copy
         probs = self.probabilities(batch, site.temperature if site else None)
-        classes, thr = self.info.classes, site.threshold if site else self.info.threshold
+        thr = site.threshold if site else self.info.threshold
         results = []
         for i, (img, d, p, score, flag) in enumerate(zip(request.images, decoded, probs, ood, flags)):
             p = float(p)
@@ -232,14 +240,9 @@ class Predictor:
                 warnings.insert(0, f"out of distribution: unlike the chest X-rays this model was trained on (more "
                                    f"unusual than {score:.1f}% of its validation X-rays); the probability is not "
                                    "reliable")
-            results.append(ImageResult(
-                name=img.name, label=classes[1] if p >= thr else classes[0], probability=p,
-                probabilities={classes[0]: 1 - p, classes[1]: p}, threshold=thr, warnings=warnings,
+            results.append(self._result(
+                img.name, p, thr, warnings=warnings,
                 out_of_distribution=flagged, ood_score=None if score is None else round(score, 1),
                 heatmap_png_base64=base64.b64encode(self.heatmap_png(resized[i], batch[i])).decode()
                 if request.heatmap else None))
-        response = PredictResponse(request_id=request.request_id, model=self.info,
-                                   site=SiteInfo.of(site) if site else None, results=results,
-                                   elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
-        self.pm.hook.pneumo_after_predict(request=request, result=response)
-        return response
+        return self._respond(request, site, results, t0)
