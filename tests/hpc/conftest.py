@@ -133,6 +133,19 @@ class SlurmCluster:
             raise SlurmJobError(f"sbatch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc.stdout.strip().split(";")[0]
 
+    def pneumo(self, cwd: str | os.PathLike[str], *args: str, timeout: float = 120) -> tuple[str, str]:
+        """Run ``pneumo ARGS`` (a submitting command such as ``hpc submit``) against this cluster from
+        ``cwd``; assert it succeeded and printed a job id, and return its stdout and stderr."""
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd,
+                              env={**os.environ, **self.env, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
+                                   "PYTHONWARNINGS": "ignore::FutureWarning"})
+        assert proc.returncode == 0, f"pneumo {' '.join(args[:2])} failed:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.stdout.strip().isdigit(), f"no job id on stdout: {proc.stdout}"
+        return proc.stdout.strip(), proc.stderr
+
     # ---- querying ---------------------------------------------------------
     def _scontrol_records(self, job_id: str) -> list[str]:
         try:

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,18 +36,11 @@ def write_xrays(folder: Path, count: int) -> list[str]:
 def submit(cluster, cwd: Path, artifact: Path, folder: Path, out: Path, *args: str,
            shards: int = SHARDS) -> tuple[str | None, str, str]:
     """``pneumo hpc predict`` from ``cwd``: (array job id or None, merge job id, its stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pneumo_core.cli.main", "hpc", "predict", str(artifact), str(folder),
-         "--array", str(shards), "--out", str(out), "--cpus-per-task", "1", "--mem", "1G", "--time", "00:10:00",
-         "--job-name", "pneumo-batch", *args],
-        capture_output=True, text=True, timeout=120, cwd=cwd,
-        env={**os.environ, **cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
-             "PYTHONWARNINGS": "ignore::FutureWarning"})
-    assert proc.returncode == 0, f"pneumo hpc predict failed:\n{proc.stdout}\n{proc.stderr}"
-    merge_id = proc.stdout.strip()
-    assert merge_id.isdigit(), proc.stdout
-    array = re.search(r"submitted array job (\d+)", proc.stderr)
-    return (array.group(1) if array else None), merge_id, proc.stderr
+    merge_id, err = cluster.pneumo(cwd, "hpc", "predict", str(artifact), str(folder), "--array", str(shards),
+                                   "--out", str(out), "--cpus-per-task", "1", "--mem", "1G", "--time", "00:10:00",
+                                   "--job-name", "pneumo-batch", *args)
+    array = re.search(r"submitted array job (\d+)", err)
+    return (array.group(1) if array else None), merge_id, err
 
 
 def logs(out: Path) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,14 +27,7 @@ JOB_TIMEOUT_S = 180
 
 def submit(cluster, cwd: Path, *args: str) -> str:
     """``pneumo hpc submit SMOKE TINY ARGS`` from ``cwd``; returns the job id."""
-    proc = subprocess.run([sys.executable, "-m", "pneumo_core.cli.main", "hpc", "submit", SMOKE, *TINY, *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, **cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
-                               "PYTHONWARNINGS": "ignore::FutureWarning"})
-    assert proc.returncode == 0, f"pneumo hpc submit failed:\n{proc.stdout}\n{proc.stderr}"
-    job_id = proc.stdout.strip()
-    assert job_id.isdigit(), proc.stdout
-    return job_id
+    return cluster.pneumo(cwd, "hpc", "submit", SMOKE, *TINY, *args)[0]
 
 
 def logs(cwd: Path) -> str:
