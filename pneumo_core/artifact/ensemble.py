@@ -58,20 +58,35 @@ class TestTimeAugmentation(nn.Module):
     def __init__(self, model: nn.Module, views: Sequence[TtaView]) -> None:
         super().__init__()
         self.model = model
-        theta = [[[1 / v.scale, 0.0, -2 * v.dx], [0.0, 1 / v.scale, -2 * v.dy]] for v in views]
-        self.register_buffer("theta", torch.tensor(theta, dtype=torch.float32), persistent=False)
+        self.views = tuple(views)
+        self.register_buffer("theta", view_thetas(views), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
         margins = []
         for k in range(self.theta.shape[0]):
-            grid = F.affine_grid(self.theta[k:k + 1].expand(n, 2, 3).to(x.dtype), list(x.shape), align_corners=False)
-            view = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-            logits = self.model(view).float()
+            logits = self.model(warp(x, self.theta[k])).float()
             margins.append(logits[:, 1] - logits[:, 0])
         return mean_probability_logits(torch.stack(margins))
 
 
-def unwrap_tta(model: nn.Module) -> nn.Module:
-    """The network inside a TestTimeAugmentation wrapper (Grad-CAM looks at the unshifted view)."""
-    return model.model if isinstance(model, TestTimeAugmentation) else model
+def view_thetas(views: Sequence[TtaView], inverse: bool = False) -> torch.Tensor:
+    """(K, 2, 3) affine maps from a view's coordinates to the image's (``inverse``: the image's to
+    the view's, which carries a map computed on the view back onto the image)."""
+    if inverse:
+        theta = [[[v.scale, 0.0, 2 * v.dx * v.scale], [0.0, v.scale, 2 * v.dy * v.scale]] for v in views]
+    else:
+        theta = [[[1 / v.scale, 0.0, -2 * v.dx], [0.0, 1 / v.scale, -2 * v.dy]] for v in views]
+    return torch.tensor(theta, dtype=torch.float32)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor, padding: str = "border") -> torch.Tensor:
+    """``x`` (N, C, H, W) resampled through one (2, 3) affine map; ``padding`` "border" repeats
+    the edges where the map leaves the image, "zeros" leaves zeros."""
+    grid = F.affine_grid(theta[None].expand(x.shape[0], 2, 3).to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def unwrap_tta(model: nn.Module) -> tuple[nn.Module, tuple[TtaView, ...]]:
+    """The network inside a TestTimeAugmentation wrapper and its views (none for a bare network):
+    Grad-CAM runs the network on each view itself, then averages the maps."""
+    return (model.model, model.views) if isinstance(model, TestTimeAugmentation) else (model, ())

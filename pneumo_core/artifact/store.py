@@ -272,8 +272,8 @@ def build_model(artifact: Artifact, pm=None) -> torch.nn.Module:
 
 def cam_layers(artifact: Artifact, model: torch.nn.Module, pm) -> list[torch.nn.Module]:
     """The layers Grad-CAM hooks in a model from :func:`build_model`: one per network (their maps
-    are averaged), found in the un-augmented view."""
-    net = unwrap_tta(model)
+    are averaged), found inside any test-time views."""
+    net, _ = unwrap_tta(model)
     if artifact.meta.ensemble is not None:
         return [pm.model(m.model.name).cam_layer(member)
                 for m, member in zip(artifact.meta.ensemble.members, net.members)]

@@ -158,11 +158,11 @@ class Predictor:
             if self._cam is None:
                 # Grad-CAM keeps hooks on the model it is given: use a private copy so forwards
                 # neither feed its buffers nor race with it.
-                # (the un-augmented network: test-time views would each record the layer once)
-                base = unwrap_tta(self.model)
+                # (the network inside test-time views: the renderer runs it on each view itself)
+                base, views = unwrap_tta(self.model)
                 cam_model = copy.deepcopy(base).float().eval()
                 names = [next(n for n, m in base.named_modules() if m is layer) for layer in self._cam_layers]
-                self._cam = GradCamRenderer(cam_model, [cam_model.get_submodule(n) for n in names])
+                self._cam = GradCamRenderer(cam_model, [cam_model.get_submodule(n) for n in names], views)
             return self._cam(x)
 
     # -- requests -------------------------------------------------------------------------
