@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pneumo_core.config.paths import missing_paths, resolve_paths
+from pneumo_core.config.paths import missing_paths, resolve_path, resolve_paths
 from pneumo_core.config.schema import ExperimentConfig
 from pneumo_core.errors import ConfigError, PluginError
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager, registered_plugin_modules
@@ -43,7 +43,11 @@ class ResolvedConfig:
         against the config's folder) that names nothing on disk, as ``"data.params.root: /x does
         not exist"``. Loggers' paths are outputs: they are resolved, not checked."""
         sections = [("model", self.model_params), ("data", self.data_params), ("augment", self.augment_params)]
-        return [line for name, params in sections for line in missing_paths(name, params)]
+        missing = [line for name, params in sections for line in missing_paths(name, params)]
+        distill = self.config.train.distill
+        if distill is not None and not distill.teacher.exists():
+            missing.append(f"train.distill.teacher: {distill.teacher} does not exist")
+        return missing
 
 
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
@@ -143,6 +147,10 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    distill = config.train.distill
+    if distill is not None:
+        from_cwd = "train.distill" in cwd_keys or "train.distill.teacher" in cwd_keys
+        distill.teacher = resolve_path(distill.teacher, Path.cwd() if from_cwd else base_dir)
     registered = registered_plugin_modules()
     listed = config.plugins if load_plugins else [p for p in config.plugins if p in registered]
     skipped = [p for p in config.plugins if p not in listed]

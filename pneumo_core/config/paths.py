@@ -33,14 +33,17 @@ def resolve_paths(params: BaseModel, base_dir: Optional[Path], section: str = ""
                   from_cwd: Collection[str] = ()) -> BaseModel:
     """A copy of ``params`` whose relative ``Path`` fields are joined to ``base_dir`` (``~`` expanded),
     or to the working folder for the keys in ``from_cwd`` (``"data.params.root"``: set on the command line)."""
-    updates = {}
-    for name, value in path_fields(params).items():
-        value = value.expanduser()
-        base = Path.cwd() if f"{section}.params.{name}" in from_cwd else base_dir
-        if not value.is_absolute() and base is not None:
-            value = Path(os.path.normpath(base / value))  # "configs/../data" -> "data"; links kept
-        updates[name] = value
+    updates = {name: resolve_path(value, Path.cwd() if f"{section}.params.{name}" in from_cwd else base_dir)
+               for name, value in path_fields(params).items()}
     return params.model_copy(update=updates) if updates else params
+
+
+def resolve_path(value: Path, base_dir: Optional[Path]) -> Path:
+    """``value`` with ``~`` expanded, joined to ``base_dir`` when relative (None: left relative)."""
+    value = value.expanduser()
+    if not value.is_absolute() and base_dir is not None:
+        value = Path(os.path.normpath(base_dir / value))  # "configs/../data" -> "data"; links kept
+    return value
 
 
 def missing_paths(section: str, params: BaseModel) -> list[str]:

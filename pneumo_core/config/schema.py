@@ -1,6 +1,7 @@
 """The experiment config: one pydantic model, loaded from YAML (see ``config.loader``)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,6 +40,8 @@ class DataSection(PluginRef):
                                      "acquisition series and label, earliest first, held out as the "
                                      "`temporal` validation split (0: none). Needs a dataset that "
                                      "knows the acquisition order (imagefolder, csv).")
+    split_seed: Optional[int] = Field(None, description="Seed of the random `val` split (default: "
+                                      "train.seed). Runs meant for one ensemble share it and vary train.seed.")
     select_on: Literal["val", "temporal"] = Field("val", description="Validation split that chooses the "
                                                   "best epoch, the temperature and the threshold.")
     cache: bool = Field(True, description="Decode and resize each image once, keep it in memory.")
@@ -62,6 +65,15 @@ class ThresholdSection(_Section):
     value: float = Field(0.5, gt=0, lt=1, description="Used when method is fixed.")
 
 
+class DistillSection(_Section):
+    """Train against a teacher artifact's calibrated probabilities as well as the labels."""
+
+    teacher: Path = Field(description="A trained artifact (one network or an ensemble) fitted on the same "
+                          "splits; relative to the config's folder (from --set: to the working folder).")
+    weight: float = Field(0.5, gt=0, le=1, description="Share of the loss from the teacher's probabilities "
+                          "on each augmented batch; the rest comes from the labels (1: the teacher alone).")
+
+
 class TrainSection(_Section):
     epochs: int = Field(10, ge=1, le=100_000, description="Number of epochs.")
     batch_size: int = Field(32, ge=1, le=65_536)
@@ -79,6 +91,8 @@ class TrainSection(_Section):
     ema_decay: Optional[float] = Field(None, ge=0.5, lt=1, description="Keep an exponential moving "
                                        "average of the weights (timm ModelEmaV3, with warm-up); "
                                        "validation, selection and the artifact use it. e.g. 0.998.")
+    distill: Optional[DistillSection] = Field(None, description="Knowledge distillation, e.g. of an "
+                                              "ensemble into one network (docs/training.md).")
     grad_clip: Optional[float] = Field(1.0, gt=0, le=1e6)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     threshold: ThresholdSection = Field(default_factory=ThresholdSection)

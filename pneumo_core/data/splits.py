@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import Sample, SampleTable
+
+if TYPE_CHECKING:
+    from pneumo_core.config.schema import ExperimentConfig
 
 
 def grouped_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -84,3 +88,10 @@ def assign_splits(table: SampleTable, val_fraction: float, min_val_images: int, 
         if (name != "temporal" or temporal_fraction > 0) and len(counts) < 2:
             raise PneumoError(f"the {name} split has only one class ({dict(counts)}); add data of every class")
     return by_split
+
+
+def config_splits(table: SampleTable, config: ExperimentConfig) -> dict[str, list[Sample]]:
+    """:func:`assign_splits` as a config draws it: training, evaluation and ensembles share this."""
+    data = config.data
+    seed = config.train.seed if data.split_seed is None else data.split_seed
+    return assign_splits(table, data.val_fraction, data.min_val_images, seed, data.temporal_fraction)

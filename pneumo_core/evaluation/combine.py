@@ -14,7 +14,7 @@ from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, 
 from pneumo_core.config.loader import load_config
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import TtaView
-from pneumo_core.data.splits import assign_splits
+from pneumo_core.data.splits import config_splits
 from pneumo_core.errors import ArtifactError, PneumoError
 from pneumo_core.evaluation.calibration import apply_temperature, fit_temperature
 from pneumo_core.evaluation.metrics import binary_metrics
@@ -71,7 +71,7 @@ def build_ensemble(members: Sequence[str | Path], out: str | Path, data_config: 
     rc = load_config(data_config, overrides, pm=pm)
     data, tc = rc.config.data, rc.config.train
     table = rc.pm.dataset(data.name).build(rc.data_params)
-    splits = assign_splits(table, data.val_fraction, data.min_val_images, tc.seed, data.temporal_fraction)
+    splits = config_splits(table, rc.config)
     drawn = fingerprint(splits, table.classes)
     for art in arts:  # fitted on another split, the threshold would be fitted partly on training images
         if art.raw.get("data", {}).get("fingerprint") != drawn:

@@ -9,7 +9,7 @@ import numpy as np
 
 from pneumo_core.config.loader import load_config
 from pneumo_core.data.cache import decode_all
-from pneumo_core.data.splits import assign_splits
+from pneumo_core.data.splits import config_splits
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation.metrics import binary_metrics
 from pneumo_core.evaluation.plots import evaluation_plots
@@ -40,8 +40,7 @@ def evaluate_artifact(artifact_dir: str | Path, data_config: str | Path, split: 
         if split == "temporal" and not data.temporal_fraction:
             raise PneumoError(f"{data_config} has no temporal split (data.temporal_fraction is 0): give the config "
                               "the model was trained with; a temporal split drawn now would hold training images")
-        splits = assign_splits(table, data.val_fraction, data.min_val_images, rc.config.train.seed,
-                               data.temporal_fraction) if split in ("train", "val", "temporal") else None
+        splits = config_splits(table, rc.config) if split in ("train", "val", "temporal") else None
         samples = splits[split] if splits else [s for s in table.samples if s.split == "test"]
     if not samples:
         raise PneumoError(f"the dataset has no '{split}' images; choose --split all or another split")

@@ -34,7 +34,7 @@ def fit_artifact(artifact_dir: str | Path, data_config: str | Path, overrides: S
     from pneumo_core.artifact.store import artifact_plugins, load_artifact, update_metadata
     from pneumo_core.config.loader import load_config
     from pneumo_core.data.cache import decode_all, fingerprint
-    from pneumo_core.data.splits import assign_splits
+    from pneumo_core.data.splits import config_splits
     from pneumo_core.errors import PneumoError
     from pneumo_core.plugin_manager import get_plugin_manager
 
@@ -42,7 +42,7 @@ def fit_artifact(artifact_dir: str | Path, data_config: str | Path, overrides: S
     rc = load_config(data_config, overrides, pm=get_plugin_manager(artifact_plugins(art)))
     data = rc.config.data
     table = rc.pm.dataset(data.name).build(rc.data_params)
-    splits = assign_splits(table, data.val_fraction, data.min_val_images, rc.config.train.seed, data.temporal_fraction)
+    splits = config_splits(table, rc.config)
     if art.raw.get("data", {}).get("fingerprint") not in (None, fingerprint(splits, table.classes)):
         raise PneumoError(f"{art.folder} was trained on other splits than {data_config} draws (data fingerprints "
                           "differ): give the config and --set overrides it was trained with, so that the profile's "

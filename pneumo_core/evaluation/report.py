@@ -43,6 +43,12 @@ def write_report(folder: Path, meta: dict[str, Any], plots: list[str]) -> Path:
         built = (f"- Trained {train['epochs_run']} epochs ({train['precision']}, {train['device']}"
                  f"{', EMA of weights ' + str(train['ema_decay']) if train.get('ema_decay') else ''}), "
                  f"best epoch {train['best_epoch']} by ROC AUC on the `{selected}` split.")
+        teacher = train.get("distilled_from")
+        if teacher:
+            built += (f" Distilled from `{teacher['teacher']}` ({teacher['members']} network(s), "
+                      f"{teacher['tta_views'] or 'no'} test-time views; weights sha256 "
+                      f"`{teacher['weights_sha256'][:12]}…`): {teacher['weight']:.0%} of the loss came from its "
+                      "calibrated probabilities on each augmented batch, the rest from the labels.")
     tta = meta["preprocessing"].get("tta") or []
     if tta:
         built += (f" Test-time augmentation: probabilities averaged over {len(tta)} views (shifts and zooms) "

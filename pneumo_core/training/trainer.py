@@ -19,18 +19,18 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from timm.utils.model_ema import ModelEmaV3
 from tqdm.auto import tqdm
 
 from pneumo_core.config.loader import ResolvedConfig
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import Preprocessing
-from pneumo_core.data.splits import assign_splits
+from pneumo_core.data.splits import config_splits
 from pneumo_core.device import autocast, cpu_has_bf16, cpu_info, cpu_vector_units, pick_device, pick_precision
 from pneumo_core.errors import PneumoError
 from pneumo_core.records import RunInfo
 from pneumo_core.training.checkpoint import load_checkpoint, save_checkpoint
+from pneumo_core.training.distill import Teacher, distilled_loss
 from pneumo_core.training.finalize import finalize
 from pneumo_core.training.loader import CachedImages, EpochBatchSampler, make_loader
 from pneumo_core.training.runtime import init_distributed
@@ -109,6 +109,9 @@ def config_fingerprint(rc: ResolvedConfig) -> str:
     import json
 
     parts = rc.config.model_dump(mode="json", include={"model", "data", "augment", "train"})
+    for section, key in (("data", "split_seed"), ("train", "distill")):  # added later: unset, old checkpoints still match
+        if parts[section][key] is None:
+            del parts[section][key]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -199,9 +202,12 @@ class Trainer:
         if len(self.table.classes) != 2:
             raise PneumoError(f"pneumo trains binary classifiers; dataset gives {len(self.table.classes)} classes "
                               f"{self.table.classes}")
-        self.splits = assign_splits(self.table, cfg.data.val_fraction, cfg.data.min_val_images, tc.seed,
-                                    cfg.data.temporal_fraction)
+        self.splits = config_splits(self.table, cfg)
+        self.data_fp = fingerprint(self.splits, self.table.classes)
         self.prep = Preprocessing(image_size=cfg.data.image_size, in_chans=cfg.model.in_chans)
+        distill = tc.distill  # checked before the images are decoded
+        self.teacher = Teacher.load(distill.teacher, distill.weight, self.prep, self.table.classes, self.data_fp,
+                                    self.device, tc.channels_last) if distill is not None else None
         self.train_images = decode_all(self.splits["train"], self.prep.image_size, "decode train", self.progress)
         self.train_labels = np.array([s.label for s in self.splits["train"]])
         # every validation split, the selecting one (data.select_on) first
@@ -250,6 +256,10 @@ class Trainer:
             self.opt.load_state_dict(saved["optimizer"])
             self.sched.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["torch_rng"])
+            teacher = self.teacher.info["weights_sha256"] if self.teacher is not None else None
+            if saved.get("teacher_sha256") != teacher:
+                raise PneumoError(f"{self.run_dir}: train.distill.teacher holds other weights than when this run "
+                                  "started; restore that teacher, or pass --no-resume or another --run-dir")
         start_epoch, start_batch = self.state.epoch, self.state.batch
         if self.state.stopped_early:
             start_epoch = self.tc.epochs  # the early-stopping decision survives a crash during finalize
@@ -315,10 +325,11 @@ class Trainer:
         """One optimizer step on a batch; returns its loss."""
         tc = self.tc
         with autocast(self.device, self.precision):
+            soft = self.teacher.probabilities(x) if self.teacher is not None else None
             # per-sample weighted mean (not divided by the weight sum), so the average over
             # DDP ranks equals the loss of one process holding the whole batch
-            loss = F.cross_entropy(self.net(x).float(), y, weight=self.weight, label_smoothing=tc.label_smoothing,
-                                   reduction="none").mean()
+            loss = distilled_loss(self.net(x).float(), y, soft, self.teacher.weight if soft is not None else 0.0,
+                                  self.weight, tc.label_smoothing).mean()
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if tc.grad_clip:
@@ -367,7 +378,8 @@ class Trainer:
                 **state.to_checkpoint(), "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(),
                 "ema": self.ema.module.state_dict() if self.ema is not None else None,
-                "torch_rng": torch.get_rng_state(), "config_fingerprint": self.fingerprint})
+                "torch_rng": torch.get_rng_state(), "config_fingerprint": self.fingerprint,
+                "teacher_sha256": self.teacher.info["weights_sha256"] if self.teacher is not None else None})
         if self.dinfo.world_size > 1:
             dist.barrier()
 
@@ -385,11 +397,12 @@ class Trainer:
         test = (test_images, np.array([s.label for s in test_samples])) if test_samples else None
         finalize(self.rc, self.artifact_dir, model=self.evaluated, prep=self.prep, device=self.device,
                  precision=self.precision, val_sets=self.val_sets, test=test, history=state.history,
-                 table=self.table, splits=self.splits, data_fp=fingerprint(self.splits, self.table.classes),
+                 table=self.table, splits=self.splits, data_fp=self.data_fp,
                  training={"epochs_run": len(state.history), "best_epoch": state.best_epoch,
                            "best_val_auc": state.best_auc, "ema_decay": self.tc.ema_decay,
                            "precision": self.precision, "device": str(self.device),
-                           "world_size": self.dinfo.world_size, "batch_size": self.tc.batch_size},
+                           "world_size": self.dinfo.world_size, "batch_size": self.tc.batch_size,
+                           "distilled_from": self.teacher.info if self.teacher is not None else None},
                  train_images=self.train_images)
         self.trackers.log_artifact(self.artifact_dir)
         self.rc.pm.hook.pneumo_train_end(run=self.run_info, artifact=self.artifact_dir)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pneumo_core import PluginError, PneumoError
 from pneumo_core.config import resolve
-from pneumo_core.data.splits import assign_splits
+from pneumo_core.data.splits import assign_splits, config_splits
 from pneumo_core.imaging import ImageError
 
 
@@ -73,6 +73,18 @@ def test_grouped_split_never_leaks_a_patient(kermany_tree):
     assert [s.key for s in again["val"]] == [s.key for s in splits["val"]], "deterministic by seed"
     other = assign_splits(table, val_fraction=0.2, min_val_images=10, seed=2)
     assert [s.key for s in other["val"]] != [s.key for s in splits["val"]]
+
+
+def test_split_seed_keeps_the_splits_when_the_training_seed_changes(kermany_tree):
+    """Ensemble members vary train.seed and share data.split_seed, so they share validation images."""
+    def draw(**keys):
+        rc = resolve({"data": {"name": "imagefolder", "params": {"root": str(kermany_tree)}, "val_fraction": 0.2,
+                               "min_val_images": 10, **keys.get("data", {})}, "train": keys.get("train", {})})
+        return [s.key for s in config_splits(rc.pm.dataset("imagefolder").build(rc.data_params), rc.config)["val"]]
+
+    by_train_seed = draw(train={"seed": 1})
+    assert draw(data={"split_seed": 1}, train={"seed": 7}) == by_train_seed
+    assert draw(data={"split_seed": 2}, train={"seed": 1}) != by_train_seed
 
 
 def test_imagefolder_errors(tmp_path, kermany_tree):
