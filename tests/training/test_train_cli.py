@@ -290,7 +290,8 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     worst = max(rel, key=rel.get)
     assert rel[worst] < 1e-2, f"{worst} differs by {rel[worst]:.2e} (relative L2) between DDP and one process"
     stats = {k: v for k, v in rel.items() if "running_" in k}
-    assert stats and max(stats.values()) < 1e-3, "batch-norm statistics are synchronised across ranks"
+    # synchronised: at most 2e-3 (fp32 on an AMX Xeon, 1e-5 on an AVX2 EPYC); each rank on its half batch: up to 0.5
+    assert stats and max(stats.values()) < 1e-2, "batch-norm statistics are synchronised across ranks"
     m1 = json.loads((tmp_path / "one" / "artifact" / "model.json").read_text())
     m2 = json.loads((tmp_path / "two" / "artifact" / "model.json").read_text())
     assert m2["training"]["world_size"] == 2 and m1["training"]["world_size"] == 1
