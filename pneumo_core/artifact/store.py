@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -221,6 +221,22 @@ def repack_artifact(src: str | Path, dst: str | Path, weights_dtype: torch.dtype
     raw["weights_dtype"] = str(weights_dtype).replace("torch.", "")
     write_artifact(dst, art.state_dict, raw, weights_dtype=weights_dtype)
     return dst
+
+
+def input_difference(classes: Sequence[str], prep: Preprocessing,
+                     artifact: Artifact) -> Optional[tuple[str, Any, Any]]:
+    """How ``artifact`` reads other input than a model of ``classes`` and ``prep``, as (what,
+    ours, theirs) for the first difference among classes, image size, channels and
+    normalisation; None when it reads the same (test-time views aside)."""
+    theirs = artifact.meta.preprocessing
+    for what, a, b in (("classes", list(classes), artifact.meta.classes),
+                       ("image size", prep.image_size, theirs.image_size),
+                       ("input channels", prep.in_chans, theirs.in_chans),
+                       ("normalisation", (prep.normalize, prep.mean, prep.std),
+                        (theirs.normalize, theirs.mean, theirs.std))):
+        if a != b:
+            return what, a, b
+    return None
 
 
 def artifact_plugins(artifact: Artifact) -> list[str]:

@@ -9,8 +9,8 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pneumo_core.config.paths import missing_paths, resolve_path, resolve_paths
-from pneumo_core.config.schema import ExperimentConfig
+from pneumo_core.config.paths import missing_paths, resolve_paths
+from pneumo_core.config.schema import DistillSection, ExperimentConfig
 from pneumo_core.errors import ConfigError, PluginError
 from pneumo_core.plugin_manager import PneumoPluginManager, get_plugin_manager, registered_plugin_modules
 
@@ -30,6 +30,7 @@ class ResolvedConfig:
     augment_params: BaseModel
     logger_params: tuple[BaseModel, ...] = ()
     sections: dict[str, BaseModel] = field(default_factory=dict)  # plugin-owned sections, e.g. "hpc"
+    distill: Optional[DistillSection] = None  # train.distill, its teacher path resolved
 
     def section(self, name: str) -> BaseModel:
         """The validated plugin-owned section ``name`` (its defaults when the config has none)."""
@@ -39,15 +40,12 @@ class ResolvedConfig:
         return self.sections[name]
 
     def missing_paths(self) -> list[str]:
-        """Each path parameter of the model, data and augment plugins (inputs, already resolved
-        against the config's folder) that names nothing on disk, as ``"data.params.root: /x does
+        """Each path parameter of the model, data and augment plugins and the distillation teacher
+        (inputs, already resolved against the config's folder) that names nothing on disk, as ``"data.params.root: /x does
         not exist"``. Loggers' paths are outputs: they are resolved, not checked."""
-        sections = [("model", self.model_params), ("data", self.data_params), ("augment", self.augment_params)]
-        missing = [line for name, params in sections for line in missing_paths(name, params)]
-        distill = self.config.train.distill
-        if distill is not None and not distill.teacher.exists():
-            missing.append(f"train.distill.teacher: {distill.teacher} does not exist")
-        return missing
+        inputs = [("model.params", self.model_params), ("data.params", self.data_params),
+                  ("augment.params", self.augment_params), ("train.distill", self.distill)]
+        return [line for where, params in inputs if params is not None for line in missing_paths(where, params)]
 
 
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
@@ -147,10 +145,6 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
-    distill = config.train.distill
-    if distill is not None:
-        from_cwd = "train.distill" in cwd_keys or "train.distill.teacher" in cwd_keys
-        distill.teacher = resolve_path(distill.teacher, Path.cwd() if from_cwd else base_dir)
     registered = registered_plugin_modules()
     listed = config.plugins if load_plugins else [p for p in config.plugins if p in registered]
     skipped = [p for p in config.plugins if p not in listed]
@@ -171,14 +165,15 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
         except PluginError as exc:
             raise ConfigError(f"{source}: {section}.name: {exc}{hint}") from None
         try:
-            params[section] = resolve_paths(spec.params_model.model_validate(ref.params), base_dir, section, cwd_keys)
+            params[section] = resolve_paths(spec.params_model.model_validate(ref.params), base_dir, f"{section}.params",
+                                            cwd_keys)
         except ValidationError as exc:
             raise ConfigError(_format_errors(source, exc, f"{section}.params")) from None
     loggers = []
     for i, ref in enumerate(config.loggers):
         try:
             loggers.append(resolve_paths(pm.logger(ref.name).params_model.model_validate(ref.params), base_dir,
-                                         f"loggers.{i}", cwd_keys))
+                                         f"loggers.{i}.params", cwd_keys))
         except PluginError as exc:
             raise ConfigError(f"{source}: loggers.{i}.name: {exc}{hint}") from None
         except ValidationError as exc:
@@ -194,8 +189,11 @@ def resolve(data: dict[str, Any], source: str = "<config>", base_dir: Optional[P
         known = ", ".join(sorted(set(ExperimentConfig.model_fields) | set(sections)))
         raise ConfigError("\n".join(f"{source}: {key}: unknown top-level key (known: {known}; a plugin may "
                                      f"add a section){hint}" for key in extra))
+    distill = config.train.distill
+    if distill is not None:
+        distill = resolve_paths(distill, base_dir, "train.distill", cwd_keys)
     return ResolvedConfig(config, pm, source, params["model"], params["data"], params["augment"], tuple(loggers),
-                          sections)
+                          sections, distill)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),

@@ -29,24 +29,32 @@ def path_fields(params: BaseModel) -> dict[str, Path]:
             if _is_path(field.annotation) and isinstance(getattr(params, name), Path)}
 
 
-def resolve_paths(params: BaseModel, base_dir: Optional[Path], section: str = "",
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _set_on_command_line(key: str, from_cwd: Collection[str]) -> bool:
+    """``key`` ("data.params.root") or an object above it ("data.params") was given with --set."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in from_cwd for i in range(1, len(parts) + 1))
+
+
+def resolve_paths(params: BaseModel, base_dir: Optional[Path], where: str = "",
                   from_cwd: Collection[str] = ()) -> BaseModel:
-    """A copy of ``params`` whose relative ``Path`` fields are joined to ``base_dir`` (``~`` expanded),
-    or to the working folder for the keys in ``from_cwd`` (``"data.params.root"``: set on the command line)."""
-    updates = {name: resolve_path(value, Path.cwd() if f"{section}.params.{name}" in from_cwd else base_dir)
-               for name, value in path_fields(params).items()}
+    """A copy of ``params`` (found at ``where`` in the config, e.g. ``"data.params"``) whose relative
+    ``Path`` fields are joined to ``base_dir`` (``~`` expanded), or to the working folder when
+    ``from_cwd`` (the keys set on the command line) holds the field's key or an object above it."""
+    updates = {}
+    for name, value in path_fields(params).items():
+        value = value.expanduser()
+        base = Path.cwd() if _set_on_command_line(_key(where, name), from_cwd) else base_dir
+        if not value.is_absolute() and base is not None:
+            value = Path(os.path.normpath(base / value))  # "configs/../data" -> "data"; links kept
+        updates[name] = value
     return params.model_copy(update=updates) if updates else params
 
 
-def resolve_path(value: Path, base_dir: Optional[Path]) -> Path:
-    """``value`` with ``~`` expanded, joined to ``base_dir`` when relative (None: left relative)."""
-    value = value.expanduser()
-    if not value.is_absolute() and base_dir is not None:
-        value = Path(os.path.normpath(base_dir / value))  # "configs/../data" -> "data"; links kept
-    return value
-
-
-def missing_paths(section: str, params: BaseModel) -> list[str]:
+def missing_paths(where: str, params: BaseModel) -> list[str]:
     """``"data.params.root: /x does not exist"`` for each path field naming nothing on disk."""
-    return [f"{section}.params.{name}: {value} does not exist" for name, value in path_fields(params).items()
+    return [f"{_key(where, name)}: {value} does not exist" for name, value in path_fields(params).items()
             if not value.exists()]

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, load_artifact, write_artifact
+from pneumo_core.artifact.store import Artifact, artifact_plugins, build_model, input_difference, load_artifact, \
+    write_artifact
 from pneumo_core.config.loader import load_config
 from pneumo_core.data.cache import decode_all, fingerprint
 from pneumo_core.data.preprocess import TtaView
@@ -36,15 +37,11 @@ def _logits(model: torch.nn.Module, images: np.ndarray, prep: Preprocessing, bat
 def _compatible(arts: Sequence[Artifact]) -> None:
     first = arts[0]
     for art in arts[1:]:
-        mine, theirs = first.meta.preprocessing, art.meta.preprocessing
-        for what, a, b in (("classes", first.meta.classes, art.meta.classes),
-                           ("image size", mine.image_size, theirs.image_size),
-                           ("input channels", mine.in_chans, theirs.in_chans),
-                           ("normalisation", (mine.normalize, mine.mean, mine.std),
-                            (theirs.normalize, theirs.mean, theirs.std))):
-            if a != b:
-                raise ArtifactError(f"{art.folder}: {what} {b} differ from {first.folder}'s {a}; an ensemble's "
-                                    "members must read the same input")
+        difference = input_difference(first.meta.classes, first.meta.preprocessing, art)
+        if difference is not None:
+            what, a, b = difference
+            raise ArtifactError(f"{art.folder}: {what} {b} differ from {first.folder}'s {a}; an ensemble's "
+                                "members must read the same input")
     for art in arts:
         if art.meta.ensemble is not None or art.meta.preprocessing.tta:
             raise ArtifactError(f"{art.folder} is already an ensemble or uses test-time views; combine single models")

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from pneumo_core.artifact.store import WEIGHTS, artifact_plugins, build_model, load_artifact
+from pneumo_core.artifact.store import WEIGHTS, artifact_plugins, build_model, input_difference, load_artifact
 from pneumo_core.data.preprocess import Preprocessing
 from pneumo_core.errors import PneumoError
 from pneumo_core.hashing import sha256_file
@@ -35,15 +35,11 @@ class Teacher:
         from pneumo_core.plugin_manager import get_plugin_manager
 
         art = load_artifact(folder)  # verifies the checksums
-        mine, theirs = prep, art.meta.preprocessing
-        for what, a, b in (("classes", list(classes), art.meta.classes),
-                           ("image size", mine.image_size, theirs.image_size),
-                           ("input channels", mine.in_chans, theirs.in_chans),
-                           ("normalisation", (mine.normalize, mine.mean, mine.std),
-                            (theirs.normalize, theirs.mean, theirs.std))):
-            if a != b:
-                raise PneumoError(f"train.distill.teacher {folder}: its {what} ({b}) differs from this run's ({a}); "
-                                  "a teacher must read the student's input")
+        difference = input_difference(classes, prep, art)
+        if difference is not None:
+            what, a, b = difference
+            raise PneumoError(f"train.distill.teacher {folder}: its {what} ({b}) differs from this run's ({a}); "
+                              "a teacher must read the student's input")
         theirs_fp = art.raw.get("data", {}).get("fingerprint")
         if theirs_fp is None:
             raise PneumoError(f"train.distill.teacher {folder} records no data fingerprint, so nothing shows it never "
@@ -59,7 +55,7 @@ class Teacher:
             p.requires_grad_(False)
         info = {"teacher": f"{art.meta.name} {art.meta.version}", "weights_sha256": sha256_file(art.folder / WEIGHTS),
                 "weight": weight, "members": len(art.meta.ensemble.members) if art.meta.ensemble else 1,
-                "tta_views": len(theirs.tta)}
+                "tta_views": len(art.meta.preprocessing.tta)}
         return cls(model, art.temperature, weight, info)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:

@@ -205,7 +205,7 @@ class Trainer:
         self.splits = config_splits(self.table, cfg)
         self.data_fp = fingerprint(self.splits, self.table.classes)
         self.prep = Preprocessing(image_size=cfg.data.image_size, in_chans=cfg.model.in_chans)
-        distill = tc.distill  # checked before the images are decoded
+        distill = self.rc.distill  # checked before the images are decoded
         self.teacher = Teacher.load(distill.teacher, distill.weight, self.prep, self.table.classes, self.data_fp,
                                     self.device, tc.channels_last) if distill is not None else None
         self.train_images = decode_all(self.splits["train"], self.prep.image_size, "decode train", self.progress)

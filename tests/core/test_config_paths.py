@@ -45,6 +45,8 @@ def test_a_path_set_on_the_command_line_is_relative_to_the_working_folder(tmp_pa
     assert rc.data_params.root == tmp_path / "cwd" / "mine"
     out = run_cli("config", "validate", str(config), "--set", "data.params.root=mine", cwd=tmp_path / "cwd")
     assert out.returncode == 0, out.stderr
+    whole = load_config(config, ["data.params={root: mine}"])  # the object above the path, set whole
+    assert whole.data_params.root == tmp_path / "cwd" / "mine"
 
 
 def test_validate_names_missing_data_and_can_skip_the_check(tmp_path):
